@@ -1,0 +1,171 @@
+"""The op registry: one schema per kernel family, fake (meta) implementations, and the one
+mapping from backend name to implementation.
+
+PyTorch dispatches on device, not on a backend name, so each backend registers each family
+under its own op name ``rtgaze_fast::<family>_<backend>`` with the family's schema:
+
+- Triton: ``rtgaze_fast/triton/*.py`` via ``torch.library.triton_op(schema=SCHEMAS[family])``.
+- CPU / CUDA: ``csrc/torch/ops.cpp`` with ``TORCH_LIBRARY_FRAGMENT``; the schema strings live
+  in ``csrc/include/rtgaze/schemas.h`` and a test checks they equal the ones here.
+
+Tensor conventions shared by every backend (fp32 unless a precision mode says otherwise):
+
+- ``planes``: (B, 3, H, W, C) channels-last, contiguous. fp32, or fp16/bf16 in those modes.
+- ``w1`` (Hd, C), ``b1`` (Hd,), ``w2`` (1+O, Hd), ``b2`` (1+O,): decoder weights with gains folded.
+- ``sample_decode``: points (B, M, 3) -> sigma_raw (B, M), rgb (B, M, O) (widened sigmoid applied).
+- ``march``: rgb (B, R, S, O), sigma (B, R, S), depths (B, R, S) sorted -> rgb (B, R, O) (white
+  background and 2C-1 applied), depth (B, R) NaN->inf NOT clamped, weights (B, R, S-1).
+- ``importance``: depths (B, R, N), weights (B, R, N-1), u (B, R, N_f) -> fine depths (B, R, N_f),
+  in the order of ``u``.
+- ``render``: rays (B, R, 3), ray_start/ray_end (B, R), stratified_u (B, R, N),
+  importance_u (B, R, N_f) sorted ascending per ray (N_f may be 0) -> rgb (B, R, O),
+  depth (B, R) not clamped, weights_sum (B, R), depth_range (B, R, 2) = per-ray (min, max) of
+  the sampled depths; the host applies the batch-wide clamp (``clamp_depth``).
+- ``plane_set``: index into ``options.PLANE_SETS``; ``precision``: one of ``PRECISIONS``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+NAMESPACE = "rtgaze_fast"
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+FUSED_BACKENDS = ("cuda", "triton", "cpu")
+BACKENDS = ("torch",) + FUSED_BACKENDS + ("auto",)
+
+SCHEMAS: Dict[str, str] = {
+    "sample_decode": "(Tensor planes, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor points, "
+                     "float box_warp, int plane_set, str precision) -> (Tensor, Tensor)",
+    "march": "(Tensor rgb, Tensor sigma, Tensor depths, bool white_back) -> (Tensor, Tensor, Tensor)",
+    "importance": "(Tensor depths, Tensor weights, Tensor u) -> Tensor",
+    "render": "(Tensor planes, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor ray_origins, "
+              "Tensor ray_directions, Tensor ray_start, Tensor ray_end, Tensor stratified_u, "
+              "Tensor importance_u, float box_warp, bool disparity, bool white_back, int plane_set, "
+              "str precision) -> (Tensor, Tensor, Tensor, Tensor)",
+}
+FAMILIES = tuple(SCHEMAS)
+
+
+def op_name(family: str, backend: str) -> str:
+    return f"{family}_{backend}"
+
+
+# ---- fake implementations: shapes only, shared by every backend of a family ----
+
+def _fake_sample_decode(planes, w1, b1, w2, b2, points, box_warp, plane_set, precision):
+    b, m = points.shape[:2]
+    o = w2.shape[0] - 1
+    return points.new_empty(b, m), points.new_empty(b, m, o)
+
+
+def _fake_march(rgb, sigma, depths, white_back):
+    b, r, s, o = rgb.shape
+    return rgb.new_empty(b, r, o), rgb.new_empty(b, r), rgb.new_empty(b, r, s - 1)
+
+
+def _fake_importance(depths, weights, u):
+    return u.new_empty(u.shape)
+
+
+def _fake_render(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end, stratified_u,
+                 importance_u, box_warp, disparity, white_back, plane_set, precision):
+    b, r = ray_origins.shape[:2]
+    o = w2.shape[0] - 1
+    new = ray_origins.new_empty
+    return new(b, r, o), new(b, r), new(b, r), new(b, r, 2)
+
+
+FAKES: Dict[str, Callable] = {
+    "sample_decode": _fake_sample_decode,
+    "march": _fake_march,
+    "importance": _fake_importance,
+    "render": _fake_render,
+}
+
+# Where each fused backend's registrations live; importing it registers its ops.
+_BACKEND_MODULES = {
+    "triton": "rtgaze_fast.triton",
+    "cpu": "rtgaze_fast._ext",
+    "cuda": "rtgaze_fast._ext",
+}
+_fakes_done: set = set()
+
+
+def register_fakes(backend: str) -> None:
+    """Attach the shared fake impls to every op of ``backend`` (once); called by the backend's loader."""
+    for family in FAMILIES:
+        name = f"{NAMESPACE}::{op_name(family, backend)}"
+        if name in _fakes_done:
+            continue
+        torch.library.register_fake(name)(FAKES[family])
+        _fakes_done.add(name)
+
+
+def _backend_ready(backend: str) -> Optional[str]:
+    """None when the backend's ops are registered and usable here, else why not."""
+    try:
+        mod = importlib.import_module(_BACKEND_MODULES[backend])
+    except ImportError as e:  # triton missing, or the compiled extension failed to import
+        return f"{_BACKEND_MODULES[backend]} could not be imported: {e}"
+    return mod.why_unavailable(backend)
+
+
+def why_unavailable(backend: str, device: torch.device) -> Optional[str]:
+    """None when ``backend`` can render tensors on ``device``, else a sentence saying why not."""
+    device = torch.device(device)
+    if backend == "torch":
+        return None
+    if backend not in FUSED_BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cpu" and device.type != "cpu":
+        return "the 'cpu' backend renders CPU tensors only"
+    if backend == "cuda" and device.type != "cuda":
+        return "the 'cuda' backend renders CUDA tensors only"
+    if backend == "triton" and device.type != "cuda":
+        import os
+        if device.type != "cpu" or os.environ.get("TRITON_INTERPRET") != "1":
+            return "the 'triton' backend needs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1, for tests)"
+    return _backend_ready(backend)
+
+
+def available_backends(device=None) -> List[str]:
+    """Backends that work for tensors on ``device`` (default: CUDA if present, else CPU), fastest first.
+
+    Triton on the CPU (interpreter) is listed last: it exists for tests, never for speed.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    order = ("cuda", "triton", "torch") if device.type == "cuda" else ("cpu", "torch", "triton")
+    return [b for b in order if why_unavailable(b, device) is None]
+
+
+def resolve_backend(backend: str, device, requires_grad: bool = False) -> str:
+    """The backend that will run: 'auto' picks the fastest available; an explicit one must work."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    device = torch.device(device)
+    if backend == "auto":
+        if requires_grad:  # fused backward passes do not exist yet
+            return "torch"
+        return available_backends(device)[0]
+    if backend != "torch":
+        if requires_grad:
+            raise RuntimeError(f"backend={backend!r} is inference-only (no fused backward yet) and an input "
+                               "requires grad; use backend='torch' (or 'auto') to train, or torch.no_grad()")
+        why = why_unavailable(backend, device)
+        if why is not None:
+            raise RuntimeError(f"backend={backend!r} is not available for {device.type} tensors: {why}")
+    return backend
+
+
+def get_op(family: str, backend: str):
+    """The op implementing ``family`` on ``backend`` (its module is imported, registering it)."""
+    if family not in SCHEMAS:
+        raise ValueError(f"unknown op family {family!r}; one of {FAMILIES}")
+    if backend not in FUSED_BACKENDS:
+        raise ValueError(f"no fused op for backend {backend!r}; one of {FUSED_BACKENDS}")
+    importlib.import_module(_BACKEND_MODULES[backend])
+    return getattr(getattr(torch.ops, NAMESPACE), op_name(family, backend))

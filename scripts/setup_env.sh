@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) with the pinned CPU stack and install rtgaze-fast into it.
+# Idempotent: a second run only re-installs the project. Usage: scripts/setup_env.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# torch 2.13.0 first (the CPU wheel on a CPU machine), so the project's `torch>=2.6` is already met.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q torch==2.13.0
+fi
+.venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pybind11 ninja hypothesis \
+  safetensors h5py pillow matplotlib tqdm setuptools wheel
+MAX_JOBS=${MAX_JOBS:-2} .venv/bin/pip install -q --no-build-isolation --no-deps -e .
+.venv/bin/python -c "import rtgaze_fast as r; print('rtgaze_fast', r.__version__, 'backends on cpu:', r.available_backends('cpu'))"
