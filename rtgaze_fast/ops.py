@@ -22,10 +22,16 @@ Tensor conventions shared by every backend (fp32 unless a precision mode says ot
   depth (B, R) not clamped, weights_sum (B, R), depth_range (B, R, 2) = per-ray (min, max) of
   the sampled depths; the host applies the batch-wide clamp (``clamp_depth``).
 - ``plane_set``: index into ``options.PLANE_SETS``; ``precision``: one of ``PRECISIONS``.
+
+Poisoning: with ``RTGAZE_FAST_POISON=1`` in the environment (the test suite sets it) every
+backend allocates its outputs filled with NaN instead of uninitialised, so an element a kernel
+forgets to write fails the parity tests. Python backends use ``new_output``; the C++ ones read
+the same variable.
 """
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -46,6 +52,16 @@ SCHEMAS: Dict[str, str] = {
               "str precision) -> (Tensor, Tensor, Tensor, Tensor)",
 }
 FAMILIES = tuple(SCHEMAS)
+
+
+def poison_enabled() -> bool:
+    return os.environ.get("RTGAZE_FAST_POISON") == "1"
+
+
+def new_output(shape, like: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """An output buffer for a kernel: uninitialised, or NaN-filled when poisoning is on."""
+    out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+    return out.fill_(float("nan")) if poison_enabled() else out
 
 
 def op_name(family: str, backend: str) -> str:
