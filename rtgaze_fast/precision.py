@@ -1,0 +1,61 @@
+"""Per-precision-mode error bounds of the fused backends against the fp32 reference.
+
+The single source for tests and for the benchmark's parity gate (a fast wrong kernel is
+reported as wrong, not fast). fp32 bounds are the spec's (shared/spec/renderer.md,
+'Precision modes and tolerances'); the reduced-precision bounds are the spec's starting
+points: each backend's tests measure what it reaches and must stay inside them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Bound:
+    rgb_atol: float          # max |rgb - rgb_ref|
+    wsum_atol: float         # max |weights_sum - ref|
+    depth_atol: float        # max |depth - ref| where weights_sum > DEPTH_WSUM_MIN
+    min_psnr_db: float = 0.0  # PSNR of the rgb image (range [-1, 1]) vs the reference
+
+
+DEPTH_WSUM_MIN = 1e-4  # below it, depth is decided by the batch clamp and may differ
+
+BOUNDS = {
+    # Same arithmetic up to summation order and libm: the spec's fp32 tolerance.
+    "fp32": Bound(1e-5, 1e-5, 1e-4),
+    # tf32 keeps a 10-bit mantissa in the MLP products (relative error ~5e-4 per product).
+    "tf32": Bound(5e-3, 5e-3, 5e-2),
+    # fp16 planes + MLP operands (11-bit mantissa), fp32 accumulation and compositing.
+    "fp16": Bound(1e-2, 1e-2, 5e-2, 40.0),
+    # bf16 keeps only an 8-bit mantissa: ~8x fp16's rounding error.
+    "bf16": Bound(3e-2, 3e-2, 1e-1, 35.0),
+}
+
+
+def psnr_db(x, ref) -> float:
+    """PSNR of images in [-1, 1] (peak-to-peak 2)."""
+    import math
+    mse = float(((x.float() - ref.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def parity_errors(out, ref) -> dict:
+    """Max errors of a renderer output (rgb, depth, weights_sum) against the reference."""
+    rgb, depth, wsum = (t.float().cpu() for t in out)
+    rgb_r, depth_r, wsum_r = (t.float().cpu() for t in ref)
+    mask = wsum_r > DEPTH_WSUM_MIN
+    finite = bool(rgb.isfinite().all() and wsum.isfinite().all() and depth[mask].isfinite().all())
+    d_err = float((depth - depth_r).abs()[mask].max()) if bool(mask.any()) else 0.0
+    return {
+        "finite": finite,
+        "rgb": float((rgb - rgb_r).abs().max()) if rgb.numel() else 0.0,
+        "wsum": float((wsum - wsum_r).abs().max()) if wsum.numel() else 0.0,
+        "depth": d_err,
+        "psnr_db": psnr_db(rgb, rgb_r),
+    }
+
+
+def within(errors: dict, mode: str) -> bool:
+    b = BOUNDS[mode]
+    return (errors["finite"] and errors["rgb"] <= b.rgb_atol and errors["wsum"] <= b.wsum_atol
+            and errors["depth"] <= b.depth_atol and errors["psnr_db"] >= b.min_psnr_db)
