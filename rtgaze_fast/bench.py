@@ -309,3 +309,38 @@ def _finite(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+def main(argv=None) -> int:
+    """``rtgaze-fast bench``: the side-by-side table, JSON and plot."""
+    import argparse
+    import os
+    p = argparse.ArgumentParser(prog="rtgaze-fast bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--res", type=int, nargs="+", default=None,
+                   help="rays per side (default: 64 128 on a CPU, 128 on a GPU)")
+    p.add_argument("--samples", type=int, nargs="+", default=[48], help="N (= N_f) per ray (default 48)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default: 1; 1 8 on a GPU)")
+    p.add_argument("--backends", nargs="+", default=None, help="fused backends to include (default: all available)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "fp16", "bf16"])
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per column (default 3 CPU, 20 GPU)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) column")
+    p.add_argument("--out", default="out", help="folder for bench.json and bench.png (default out/)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    res = args.res or ([128] if gpu else [64, 128])
+    batch = args.batch or ([1, 8] if gpu else [1])
+    cases = [Case(res=r, n=n, n_f=n, batch=b) for r in res for n in args.samples for b in batch]
+    os.makedirs(args.out, exist_ok=True)
+    result = run(cases, device, args.backends, args.precisions, args.repeats or (20 if gpu else 3),
+                 not args.no_compile, os.path.join(args.out, "bench.json"), os.path.join(args.out, "bench.png"),
+                 progress=lambda s: print(f"[bench] {s}", flush=True))
+    print(result["table"])
+    print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

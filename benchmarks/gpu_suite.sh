@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The staged GPU run (device tool): build, parity, sanitizers, timings. Each stage writes its
+# results under $OUT as it finishes, so a stage that times out still leaves the earlier ones.
+# Usage on the GPU machine, from the repo root:  bash benchmarks/gpu_suite.sh
+set -uo pipefail
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/suite.log"; }
+
+log "environment"
+{ nvidia-smi; python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; nvcc --version | tail -2; } >>"$OUT/suite.log" 2>&1
+
+log "build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
+python3 -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 || log "build FAILED (see build.log)"
+python3 -c "import rtgaze_fast as r; print('backends on cuda:', r.available_backends('cuda'))" >>"$OUT/suite.log" 2>&1
+
+log "GPU parity"
+TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_parity.py --junitxml="$OUT/parity.xml" >>"$OUT/suite.log" 2>&1 \
+  || log "parity FAILED"
+
+log "compute-sanitizer (tiny sizes)"
+cat >/tmp/sanitize_case.py <<'PY'
+import torch, rtgaze_fast as rf, sys
+sys.path.insert(0, "tests")
+from scenes import make_scene, render_scene
+s = make_scene(seed=1, batch=2, rays=77, n=12, n_f=8, plane_res=16)
+for name in ("planes", "ray_origins", "ray_directions", "stratified_u", "importance_u"):
+    setattr(s, name, getattr(s, name).cuda())
+s.decoder = s.decoder.cuda()
+for backend in rf.available_backends("cuda"):
+    for precision in ("fp32", "fp16") if backend != "torch" else ("fp32",):
+        render_scene(s, backend, precision=precision)
+torch.cuda.synchronize()
+print("sanitizer case done")
+PY
+for tool in memcheck racecheck initcheck; do
+  compute-sanitizer --tool $tool --error-exitcode 9 python3 /tmp/sanitize_case.py >>"$OUT/sanitizer.log" 2>&1
+  log "compute-sanitizer $tool rc=$? (see sanitizer.log)"
+done
+
+log "benchmark: renderer at 128x128, 48+48, batch 1 and 8"
+python3 -m rtgaze_fast.bench --device cuda --res 128 --batch 1 8 --out "$OUT" >>"$OUT/suite.log" 2>&1 || log "bench FAILED"
+log "done"
