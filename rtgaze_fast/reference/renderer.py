@@ -24,14 +24,21 @@ class Noise:
 def draw_noise(batch: int, rays: int, opts: RenderOptions, device, generator=None) -> Noise:
     """Draw the render's random numbers from torch's generator in EG3D's order and shapes.
 
-    EG3D draws ``rand_like`` of the (B, R, N, 1) coarse depths, then ``randn_like`` of the coarse
+    EG3D draws ``rand_like`` of the (B, R, N, 1) coarse depths (a permuted (N, B, R, 1) tensor with
+    'auto' limits in linear mode, so its numbers fill (N, B, R) order), then ``randn_like`` of the coarse
     sigma (if density_noise), ``rand(B*R, N_f)`` in sample_pdf, then the fine sigma noise. Same
     generator state, same element counts, same order: the same numbers as EG3D.
     """
     n, n_f = opts.depth_resolution, opts.depth_resolution_importance
     kw = dict(device=device, generator=generator)
     noisy = opts.density_noise > 0
-    strat = torch.rand(batch, rays, n, 1, **kw).view(batch, rays, n)
+    if opts.auto_limits and not opts.disparity_space_sampling:
+        # EG3D's depths are math_utils.linspace(...) of shape (N, B, R, 1) permuted to (B, R, N, 1):
+        # a non-contiguous view, and rand_like keeps its strides, so the numbers fill memory in
+        # (N, B, R) order. Draw them in that order to get the same u per sample.
+        strat = torch.rand(n, batch, rays, **kw).permute(1, 2, 0)
+    else:
+        strat = torch.rand(batch, rays, n, 1, **kw).view(batch, rays, n)
     coarse = torch.randn(batch, rays * n, 1, **kw).view(batch, rays, n) * opts.density_noise if noisy else None
     imp = fine = None
     if n_f > 0:
