@@ -161,3 +161,198 @@ def test_golden_vs_naive_float64():
                                     g.options, g["stratified_u"][:, :12], g["importance_u"][:, :12])
     assert abs(rgb - g["rgb"][:, :12].double().numpy()).max() < 2e-5
     assert abs(wsum - g["weights_sum"][:, :12].double().numpy()).max() < 2e-5
+
+
+# ------------------------------------------------------------------ (b) naive float64 vs the reference
+
+# name: (make_scene kwargs, plane_set, sigma bias added to the decoder's density output)
+NAIVE_CASES = {
+    "48+48_b1_eg3d": (dict(seed=1, n=48, n_f=48, rays=5), "eg3d", 2.0),
+    "48+48_b2_corrected_white": (dict(seed=2, batch=2, n=48, n_f=48, rays=3, options=dict(white_back=True)),
+                                 "corrected", 4.0),
+    "12+8_b2_disparity": (dict(seed=3, batch=2, res=6, n=12, n_f=8,
+                               options=dict(disparity_space_sampling=True)), "eg3d", 3.0),
+    "16+0_b1_white": (dict(seed=4, res=6, n=16, n_f=0, options=dict(white_back=True)), "corrected", 1.0),
+    "2+0_b1": (dict(seed=5, res=6, n=2, n_f=0), "eg3d", 6.0),
+    "auto_12+12_b2": (dict(seed=6, batch=2, res=6, n=12, n_f=12,
+                           options=dict(ray_start="auto", ray_end="auto", box_warp=0.45)), "eg3d", 3.0),
+    "auto_disparity_8+6_b1": (dict(seed=7, res=6, n=8, n_f=6,
+                                   options=dict(ray_start="auto", ray_end="auto", box_warp=0.4,
+                                                disparity_space_sampling=True)), "corrected", 2.0),
+    "warp_limits_10+10_b1": (dict(seed=8, res=6, n=10, n_f=10,
+                                  options=dict(box_warp=1.3, ray_start=1.9, ray_end=3.6)), "eg3d", 0.0),
+}
+
+
+def _scene(kw, sigma_bias):
+    s = make_scene(**kw)
+    with torch.no_grad():
+        s.decoder.net[2].bias[0] += sigma_bias
+    return s
+
+
+def assert_close_to_naive(out, ref, atol=NAIVE_ATOL):
+    rgb, depth, wsum = (t.double().numpy() for t in out)
+    n_rgb, n_depth, n_wsum = ref
+    assert abs(rgb - n_rgb).max() < atol, abs(rgb - n_rgb).max()
+    assert abs(wsum - n_wsum).max() < atol, abs(wsum - n_wsum).max()
+    m = n_wsum > DEPTH_WSUM_MIN
+    assert abs(depth[m] - n_depth[m]).max(initial=0) < atol * max(1.0, abs(n_depth[m]).max(initial=0)) , \
+        abs(depth[m] - n_depth[m]).max()
+
+
+@pytest.mark.parametrize("name", list(NAIVE_CASES))
+def test_reference_vs_naive_float64(name):
+    kw, plane_set, bias = NAIVE_CASES[name]
+    s = _scene(kw, bias)
+    out = render_scene(s, plane_set=plane_set)
+    ref = naive.render(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options, s.stratified_u,
+                       s.importance_u, plane_set=plane_set)
+    assert_close_to_naive(out, ref)
+    if s.options["ray_start"] == "auto":  # the case exercises rays that miss the box
+        hits = _raw_hits(s.ray_origins, s.ray_directions, s.options["box_warp"])
+        assert hits.any() and not hits.all()
+
+
+def test_reference_vs_naive_density_noise():
+    s = _scene(dict(seed=9, batch=2, res=5, n=10, n_f=10, options=dict(density_noise=0.7)), 2.0)
+    gen = torch.Generator().manual_seed(9)
+    cn, fn = (torch.randn(2, 25, k, generator=gen) * 0.7 for k in (10, 10))
+    opts = parse_options(s.options)
+    with torch.no_grad():
+        out = render_reference(s.planes, s.decoder, s.ray_origins, s.ray_directions, opts,
+                               Noise(s.stratified_u, s.importance_u, cn, fn))
+    ref = naive.render(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options, s.stratified_u,
+                       s.importance_u, coarse_noise=cn, fine_noise=fn)
+    assert_close_to_naive(out, ref)
+
+
+# ------------------------------------------------------------------ (c) properties
+
+@pytest.mark.parametrize("name", ["48+48_b1_eg3d", "12+8_b2_disparity", "16+0_b1_white", "auto_12+12_b2"])
+def test_weights_sum_and_depth_ranges(name):
+    kw, plane_set, bias = NAIVE_CASES[name]
+    s = _scene(kw, bias)
+    rgb, depth, wsum = render_scene(s, plane_set=plane_set)
+    assert torch.isfinite(rgb).all() and torch.isfinite(depth).all()
+    assert (wsum >= 0).all() and (wsum <= 1).all()
+    o = parse_options(s.options)
+    if o.auto_limits:
+        lo, hi = ray_limits_box(s.ray_origins, s.ray_directions, o.box_warp)
+        lo, hi = lo.min(), hi.max() + (hi - lo).max() / (o.depth_resolution - 1)
+    elif o.disparity_space_sampling:
+        lo, hi = o.ray_start, 1 / (1 / o.ray_end - (1 / o.ray_start - 1 / o.ray_end) / (o.depth_resolution - 1))
+    else:
+        lo, hi = o.ray_start, o.ray_end + (o.ray_end - o.ray_start) / (o.depth_resolution - 1)
+    assert (depth >= lo - 1e-5).all() and (depth <= hi + 1e-5).all()
+
+
+@pytest.mark.parametrize("plane_set", ["eg3d", "corrected"])
+def test_points_outside_the_box_sample_zero_features(plane_set):
+    """A plane's taps are zero once its (u, v) leave the plane (beyond the outer half texel):
+    outside the box in every coordinate -> all three planes zero; outside in one coordinate ->
+    exactly the planes that project onto that coordinate are zero."""
+    from rtgaze_fast.reference.triplane import PLANE_AXES
+    gen = torch.Generator().manual_seed(11)
+    planes = random_planes(gen, batch=1)  # 32x32: |q| >= 1 + 1/32 samples nothing
+    box = 0.9
+    inside = torch.tensor([[[0.1, 0.2, -0.3]]]) * box / 2
+    assert (sample_planes(planes, inside, box, plane_set) != 0).all()
+    everywhere_out = torch.tensor([[[1.1, -1.2, 1.05], [-1.5, 1.1, -1.1], [2.0, 3.0, -4.0]]]) * box / 2
+    assert (sample_planes(planes, everywhere_out, box, plane_set) == 0).all()
+    for axis in range(3):
+        q = torch.tensor([0.3, -0.2, 0.1])
+        q[axis] = 1.1
+        f = sample_planes(planes, (q * box / 2).reshape(1, 1, 3), box, plane_set)
+        for k, uv in enumerate(PLANE_AXES[plane_set]):
+            assert bool((f[0, k] == 0).all()) == (axis in uv), (axis, k)
+
+
+def test_far_points_decode_the_zero_feature_vector():
+    gen = torch.Generator().manual_seed(11)
+    planes = random_planes(gen, batch=1)
+    dec = random_decoder(gen)
+    # A point outside the box decodes the zero feature vector.
+    from rtgaze_fast.reference.triplane import sample_decode
+    far = torch.tensor([[[3.0, -2.0, 2.5]]])
+    sigma, rgb = sample_decode(planes, dec, far, 1.0)
+    z = dec(torch.zeros(1, 3, 1, 32))
+    torch.testing.assert_close(sigma, z["sigma"], atol=0, rtol=0)
+    torch.testing.assert_close(rgb, z["rgb"], atol=0, rtol=0)
+    # ... and a ray that never enters the box composites that constant colour.
+    opts = dict(rf.FFHQ_OPTIONS, depth_resolution=8, depth_resolution_importance=4)
+    o = torch.tensor([[[5.0, 5.0, -3.0]]])
+    d = torch.nn.functional.normalize(torch.tensor([[[0.1, 0.2, 1.0]]]), dim=-1)
+    with torch.no_grad():
+        c, _, w = rf.ImportanceRenderer(backend="torch")(planes, dec, o, d, opts)
+        torch.testing.assert_close(c, 2 * w * z["rgb"].reshape(1, 1, -1) - 1, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("plane_set", ["eg3d", "corrected"])
+def test_eg3d_plane_quirk_third_plane_is_zx(plane_set):
+    """Only plane 2 is non-zero: channel 0 ramps along width (u), channel 1 along height (v).
+
+    Bilinear sampling of a linear ramp is exact, so the sampled values name the coordinates used:
+    EG3D's plane 2 is ZX ((u, v) = (z, x)); the corrected set's is YZ ((u, v) = (y, z)).
+    """
+    h = w = 16
+    planes = torch.zeros(1, 3, 4, h, w)
+    planes[0, 2, 0] = torch.arange(w, dtype=torch.float32).expand(h, w)
+    planes[0, 2, 1] = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    box = 1.0
+    p = torch.tensor([[[0.11, -0.23, 0.31]]])
+    f = sample_planes(planes, p, box, plane_set)
+    assert (f[:, :2] == 0).all()
+    x, y, z = (2 / box) * p[0, 0]
+    u, v = (z, x) if plane_set == "eg3d" else (y, z)
+    ix, iy = ((u + 1) * w - 1) / 2, ((v + 1) * h - 1) / 2
+    torch.testing.assert_close(f[0, 2, 0, :2], torch.stack([ix, iy]), atol=1e-5, rtol=0)
+    # the naive formulation agrees
+    import numpy as np
+    nf = naive.point_features(planes[0].double().numpy(), p[0, 0].double().numpy(), box, plane_set) * 3
+    assert np.allclose(nf[:2], [float(ix), float(iy)], atol=1e-5)
+
+
+def test_injected_noise_is_bitwise_deterministic():
+    s = _scene(NAIVE_CASES["auto_12+12_b2"][0], 3.0)
+    a, b = render_scene(s), render_scene(s)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 36])
+def test_chunked_equals_unchunked(chunk):
+    s = _scene(dict(seed=12, batch=2, res=6, n=12, n_f=12, options=dict(ray_start="auto", ray_end="auto",
+                                                                         box_warp=0.7)), 3.0)
+    full = render_scene(s)
+    part = render_scene(s, chunk_size=chunk)
+    for x, y in zip(full, part):
+        torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+
+
+def test_one_ray_and_zero_rays():
+    """EG3D's sample_importance squeezes (B*R, 1, N) to (N,) with one ray and crashes; we must not."""
+    s = _scene(dict(seed=13, n=12, n_f=12, rays=1), 3.0)
+    out = render_scene(s)
+    assert [t.shape for t in out] == [(1, 1, 32), (1, 1, 1), (1, 1, 1)]
+    assert_close_to_naive(out, naive.render(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
+                                            s.stratified_u, s.importance_u))
+    r = rf.ImportanceRenderer(backend="torch")
+    for b, n_rays in ((1, 0), (2, 0), (0, 4)):
+        planes = torch.randn(max(b, 0), 3, 32, 8, 8)
+        o = torch.zeros(b, n_rays, 3)
+        rgb, depth, wsum = r(planes, s.decoder, o, o.clone(), s.options)
+        assert rgb.shape == (b, n_rays, 32) and depth.shape == (b, n_rays, 1) and wsum.shape == (b, n_rays, 1)
+
+
+def test_deterministic_mode_is_repeatable_and_uses_mid_strata():
+    s = _scene(dict(seed=14, res=5, n=12, n_f=8), 2.0)
+    r = rf.ImportanceRenderer(backend="torch", deterministic=True)
+    with torch.no_grad():
+        a = r(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options)
+        b = r(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    su = torch.full_like(s.stratified_u, 0.5)
+    iu = torch.linspace(0, 1, 8).expand_as(s.importance_u)
+    assert_close_to_naive(a, naive.render(s.planes, s.decoder, s.ray_origins, s.ray_directions, s.options, su, iu))
