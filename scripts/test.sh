@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 export TRITON_INTERPRET=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --benchmark-disable tests "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --benchmark-disable tests benchmarks "$@"
