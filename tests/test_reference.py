@@ -23,7 +23,7 @@ from rtgaze_fast.reference.sampling import ray_limits_box
 from rtgaze_fast.reference.triplane import sample_planes
 
 import naive_renderer as naive
-from scenes import make_scene, random_decoder, random_planes, random_rays, render_scene
+from scenes import make_scene, random_decoder, random_planes, render_scene
 from tolerances import DEPTH_WSUM_MIN, FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL, NAIVE_ATOL
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
