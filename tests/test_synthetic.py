@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rtgaze_fast.camera import frontal_camera, rays_from_label, split_camera_label
 from rtgaze_fast.data.synthetic import (SyntheticGaze, angular_error_deg, estimate_gaze, gaze_to_world,
@@ -86,8 +87,12 @@ def test_estimator_recovers_gaze():
         cam = frontal_camera(yaw=float(view[1]), pitch=float(view[0]))[0]
         image = render(ip, cam, gaze, 96)["image"]
         noisy = image + 0.1 * torch.randn(image.shape, generator=g)
-        errors.append(float(angular_error_deg(gaze, torch.tensor(estimate_gaze(noisy, ip, cam)))))
-    assert max(errors) < 1.0, errors
+        # A blurry output, as from a model: 2x2 average then bilinear upsampling.
+        blurry = F.interpolate(F.avg_pool2d(image[None], 2), scale_factor=2, mode="bilinear")[0]
+        errors.append([float(angular_error_deg(gaze, torch.tensor(estimate_gaze(x, ip, cam))))
+                       for x in (noisy, blurry)])
+    errors = torch.tensor(errors)
+    assert errors[:, 0].max() < 0.5 and errors[:, 1].max() < 3.0, errors
 
 
 def test_angular_error():

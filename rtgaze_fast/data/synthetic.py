@@ -384,14 +384,29 @@ def render_depth(ip: IdentityParams, camera: torch.Tensor, resolution: int,
 
 # ---------------------------------------------------------------- gaze estimator
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (K, 3, h, w), replicate padding; sigma in pixels (0: none)."""
+    if sigma <= 0:
+        return x
+    r = int(math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).expand(3, 1, 1, -1)
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=3)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate"),
+                                      k.transpose(2, 3), groups=3)
+
+
 def estimate_gaze(image: torch.Tensor, identity_params: IdentityParams, camera: torch.Tensor,
                   supersample: int = 2, pitch_range: float = 0.8, yaw_range: float = 1.0,
-                  coarse_step: float = 0.1, refine_rounds: int = 3) -> Tuple[float, float]:
+                  coarse_step: float = 0.1, refine_rounds: int = 3,
+                  blur_sigmas: Sequence[float] = (0.0, 1.0, 2.0, 3.0)) -> Tuple[float, float]:
     """Head-frame (pitch, yaw) of the eyes in ``image`` (3, H, W) in [-1, 1], by analysis by synthesis.
 
-    The scene geometry does not depend on the gaze, so the rays are cast once; only the visible
-    eyeball points are re-shaded per candidate gaze. The gaze minimises the L2 between the image
-    and the render over the pixels where an eyeball shows: a coarse grid over
+    The scene geometry does not depend on the gaze, so the rays are cast once (over a box around
+    the eyes) and only the eyeball points are re-shaded per candidate gaze. The gaze minimises the
+    L2 between the image and the render over the pixels where an eyeball shows. A model's output
+    may be blurrier than the generator, so the render is also compared blurred by each of
+    ``blur_sigmas`` (pixels) and the best blur is kept. Search: a coarse grid over
     [-pitch_range, pitch_range] x [-yaw_range, yaw_range], then ``refine_rounds`` 5x5 grids
     around the best, each 4x finer.
     """
@@ -400,17 +415,28 @@ def estimate_gaze(image: torch.Tensor, identity_params: IdentityParams, camera: 
         raise ValueError(f"image must be (3, R, R), got {tuple(image.shape)}")
     o, d = _rays(camera, res * supersample)
     geo = _cast(identity_params, o, d)
-    eye_sub = _pixel_order(geo["material"] == _EYE, res, supersample)   # (P, S)
-    pix = eye_sub.any(1).nonzero()[:, 0]
-    if pix.numel() == 0:
+    eye_pix = _pixel_order(geo["material"] == _EYE, res, supersample).any(1).reshape(res, res)
+    if not eye_pix.any():
         raise ValueError("no eyeball is visible from this camera")
-    # Rays of the selected pixels only, grouped (pixel, subsample).
+    # Box around the eyes with room for the widest blur.
+    margin = int(math.ceil(3 * max(blur_sigmas))) + 1
+    rows, cols = eye_pix.any(1).nonzero()[:, 0], eye_pix.any(0).nonzero()[:, 0]
+    r0, r1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, res)
+    c0, c1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, res)
+    box = torch.zeros(res, res, dtype=torch.bool)
+    box[r0:r1, c0:c1] = True
+    pix = box.reshape(-1).nonzero()[:, 0]
     sub = {k: _pixel_order(v, res, supersample)[pix].flatten(0, 1) for k, v in geo.items()}
-    target = (image.float().reshape(3, -1).T[pix] + 1) / 2                 # (P', 3)
+    target = (image.float()[:, r0:r1, c0:c1] + 1) / 2
+    weight = eye_pix[r0:r1, c0:c1].float()
 
-    def loss(gazes: torch.Tensor) -> torch.Tensor:
-        col = _shade(identity_params, sub, gazes).reshape(gazes.shape[0], pix.numel(), -1, 3).mean(2)
-        return ((col - target) ** 2).sum((1, 2))
+    def losses(gazes: torch.Tensor, sigma: float) -> torch.Tensor:
+        out = []
+        for chunk in gazes.split(32):
+            col = _shade(identity_params, sub, chunk).reshape(chunk.shape[0], r1 - r0, c1 - c0, -1, 3).mean(3)
+            col = _gaussian_blur(col.permute(0, 3, 1, 2), sigma)
+            out.append((((col - target) ** 2).sum(1) * weight).sum((1, 2)))
+        return torch.cat(out)
 
     def grid(cp: float, cy: float, hp: float, hy: float, n_p: int, n_y: int) -> torch.Tensor:
         gp, gy = torch.meshgrid(torch.linspace(cp - hp, cp + hp, n_p),
@@ -419,12 +445,14 @@ def estimate_gaze(image: torch.Tensor, identity_params: IdentityParams, camera: 
 
     cands = grid(0.0, 0.0, pitch_range, yaw_range, int(round(2 * pitch_range / coarse_step)) + 1,
                  int(round(2 * yaw_range / coarse_step)) + 1)
-    best = cands[loss(cands).argmin()]
+    scores = torch.stack([losses(cands, s) for s in blur_sigmas])   # (sigmas, candidates)
+    flat = int(scores.argmin())
+    sigma, best = blur_sigmas[flat // cands.shape[0]], cands[flat % cands.shape[0]]
     step = coarse_step
     for _ in range(refine_rounds):
         step /= 4
         cands = grid(float(best[0]), float(best[1]), 2 * step, 2 * step, 5, 5)
-        best = cands[loss(cands).argmin()]
+        best = cands[losses(cands, sigma).argmin()]
     return float(best[0]), float(best[1])
 
 
