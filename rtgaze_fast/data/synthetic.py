@@ -548,6 +548,8 @@ def write_hdf5(out_dir: str, n_identities: int, seed: int = 0, split: str = "tra
     import h5py
     import numpy as np
 
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     depth_resolution = depth_resolution or max(resolution // 4, 1)
     os.makedirs(out_dir, exist_ok=True)
     cams = rig_cameras(n_cams)
