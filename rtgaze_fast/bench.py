@@ -154,7 +154,7 @@ def fused_columns(device: torch.device, backends: Optional[Sequence[str]], preci
         avail = [b for b in avail if b != "triton"]  # the interpreter is for tests, not timing
     if backends is not None:
         avail = [b for b in avail if b in backends]
-    return [(b, p) for b in avail for p in precisions]
+    return [(b, p) for b in avail for p in precisions if p in ops.BACKEND_PRECISIONS[b]]
 
 
 def bench_case(case: Case, device: torch.device, rates: Dict[str, float], backends=None,

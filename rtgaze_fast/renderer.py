@@ -75,6 +75,9 @@ class ImportanceRenderer(nn.Module):
 
     def _render_fused(self, backend, planes, decoder, ray_origins, ray_directions, opts: RenderOptions,
                       noise: Noise):
+        if self.precision not in ops.BACKEND_PRECISIONS[backend]:
+            raise ValueError(f"precision={self.precision!r} is not implemented by the {backend!r} backend; "
+                             f"it offers {ops.BACKEND_PRECISIONS[backend]}")
         if opts.density_noise > 0:
             raise ValueError(f"rendering_options['density_noise'] > 0 is not supported by the {backend!r} "
                              "backend (its noise cannot reproduce EG3D's draws); use backend='torch'")
