@@ -1,8 +1,37 @@
-"""Build script: pure-Python install always works; compiled backends are added when possible.
+"""Build script. A pure-Python install always works; the compiled backends are added when possible:
+the CPU extension whenever torch and a C++ compiler are present, CUDA kernels only when the
+installed torch has CUDA (see build_config.py). A failed compile warns and continues: the
+reference and Triton backends need no compiler, and rtgaze_fast/_ext.py can JIT-build later.
 
-The extension build (CPU always when a C++ compiler exists, CUDA when torch has CUDA) is
-issue #5's work and plugs in here through build_config.py.
+Install with `pip install --no-build-isolation -e .` against an installed torch.
 """
+import sys
+import warnings
+
 from setuptools import setup
 
-setup()
+sys.path.insert(0, __file__.rsplit("/", 1)[0] if "/" in __file__ else ".")
+
+ext_modules, cmdclass = [], {}
+try:
+    import torch  # noqa: F401
+    from torch.utils.cpp_extension import BuildExtension
+
+    import build_config
+except ImportError as e:  # no torch in the build environment: pure-Python install
+    warnings.warn(f"rtgaze-fast: building without the compiled extension ({e})")
+else:
+    class OptionalBuildExtension(BuildExtension):
+        """Warn instead of failing when the extension cannot be compiled here."""
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as e:  # compiler missing or failing: keep the pure-Python install
+                warnings.warn(f"rtgaze-fast: the compiled extension was not built ({e}); the 'cpu' and "
+                              "'cuda' backends are unavailable until it is (see rtgaze_fast/_ext.py)")
+
+    ext_modules = [build_config.extension()]
+    cmdclass = {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
+
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

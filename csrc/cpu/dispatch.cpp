@@ -1,0 +1,17 @@
+// Picks the CPU kernels' instruction set once, at first use.
+#include "kernels.h"
+
+namespace rtgaze {
+namespace cpu_base { const CpuKernels& get(); }
+namespace cpu_avx2 { const CpuKernels* get(); }
+
+const CpuKernels& cpu_kernels() {
+  static const CpuKernels* chosen = [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (cpu_avx2::get() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return cpu_avx2::get();
+#endif
+    return &cpu_base::get();
+  }();
+  return *chosen;
+}
+}  // namespace rtgaze

@@ -1,0 +1,64 @@
+// Plain-pointer interface between the torch glue (csrc/torch/ops.cpp) and the CPU kernels,
+// which are compiled once per instruction set (render_cpu_base.cpp, render_cpu_avx2.cpp).
+#pragma once
+#include <cstdint>
+
+namespace rtgaze {
+
+struct PlanesArgs {
+  const float* data;  // (B, 3, H, W, C) channels-last
+  int H, W, C;
+};
+
+struct DecoderArgs {
+  const float *w1t, *b1, *w2t, *b2;  // folded; w1t (C, Hd), w2t (Hd, O1) transposed
+  int Hd, O1;
+};
+
+struct RenderArgs {
+  PlanesArgs planes;
+  DecoderArgs dec;
+  const float *origins, *dirs, *start, *end, *su, *iu;  // (B,R,3) x2, (B,R) x2, (B,R,N), (B,R,Nf)
+  long R;
+  int N, Nf, plane_set;
+  float box_warp;
+  bool disparity, white_back;
+  float *rgb, *depth, *wsum, *range;  // (B,R,O), (B,R), (B,R), (B,R,2)
+};
+
+struct SampleDecodeArgs {
+  PlanesArgs planes;
+  DecoderArgs dec;
+  const float* points;  // (B, M, 3)
+  long M;
+  int plane_set;
+  float box_warp;
+  float *sigma, *rgb;  // (B, M), (B, M, O)
+};
+
+struct MarchArgs {
+  const float *rgb, *sigma, *depths;  // (P, S, O), (P, S), (P, S)
+  int S, O;
+  bool white_back;
+  float *out_rgb, *depth, *weights;  // (P, O), (P,), (P, S-1)
+};
+
+struct ImportanceArgs {
+  const float *depths, *weights, *u;  // (P, N), (P, N-1), (P, Nf)
+  int N, Nf;
+  float* out;  // (P, Nf)
+};
+
+// Each kernel handles the flattened rays (or points) [begin, end).
+struct CpuKernels {
+  void (*render)(const RenderArgs&, long begin, long end);
+  void (*sample_decode)(const SampleDecodeArgs&, long begin, long end);
+  void (*march)(const MarchArgs&, long begin, long end);
+  void (*importance)(const ImportanceArgs&, long begin, long end);
+  const char* isa;
+};
+
+// The kernels for this CPU: AVX2+FMA when it has them, else the baseline build.
+const CpuKernels& cpu_kernels();
+
+}  // namespace rtgaze

@@ -1,0 +1,115 @@
+// The CPU kernels' bodies. Included by render_cpu_base.cpp and render_cpu_avx2.cpp inside a
+// per-ISA namespace (so the two builds never share a symbol); include nothing here that is not
+// already included by them, and use no templates from the standard library.
+#include "rtgaze/march.h"
+#include "rtgaze/sample.h"
+
+// Decode n points of one ray (batch b) at depths t along o + t d.
+static void eval_ray_points(const RenderArgs& a, long b, const float* o, const float* d, const float* t, int n,
+                            float* sig, float* col, float* scratch) {
+  const PlanesArgs& P = a.planes;
+  const DecoderArgs& D = a.dec;
+  const int O = D.O1 - 1;
+  const float* planes_b = P.data + b * 3L * P.H * P.W * P.C;
+  float* feat = scratch;
+  float* hid = feat + P.C;
+  float* out = hid + D.Hd;
+  for (int k = 0; k < n; ++k) {
+    const float p[3] = {o[0] + t[k] * d[0], o[1] + t[k] * d[1], o[2] + t[k] * d[2]};
+    rtg_triplane_features(planes_b, P.H, P.W, P.C, p, a.box_warp, a.plane_set, feat);
+    rtg_decode(feat, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, hid, out, &sig[k], col + static_cast<long>(k) * O);
+  }
+}
+
+static void render(const RenderArgs& a, long begin, long end) {
+  const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1;
+  const long per_sample = 2L * (N + Nf + S) + static_cast<long>(N + Nf + S) * O;
+  float* buf = new float[per_sample + 3L * N + a.planes.C + a.dec.Hd + a.dec.O1 + O];
+  float *tc = buf, *sc = tc + N, *tf = sc + N, *sf = tf + Nf, *tm = sf + Nf, *sm = tm + S;
+  float *cc = sm + S, *cf = cc + static_cast<long>(N) * O, *cm = cf + static_cast<long>(Nf) * O;
+  float *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N, *rgb_tmp = bins + N;
+  float* scratch = rgb_tmp + O;
+  for (long i = begin; i < end; ++i) {
+    const long b = i / a.R;
+    const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i, *u = a.su + i * N;
+    const float lo = a.start[i], hi = a.end[i];
+    for (int k = 0; k < N; ++k) {
+      if (a.disparity) {
+        const float s = static_cast<float>(k) / (N - 1) + u[k] * (1.0f / (N - 1));
+        tc[k] = 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
+      } else {
+        const float step = (hi - lo) / (N - 1);
+        tc[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * step;
+      }
+    }
+    eval_ray_points(a, b, o, d, tc, N, sc, cc, scratch);
+    float *t = tc, *sig = sc, *col = cc;
+    int n = N;
+    if (Nf > 0) {
+      float dd, ww;
+      rtg_march(tc, sc, cc, N, O, false, rgb_tmp, &dd, &ww, w);
+      rtg_importance_cdf(w, N, cdf);
+      for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
+      const float* ui = a.iu + i * Nf;
+      for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf(bins, cdf, N, ui[j]);
+      eval_ray_points(a, b, o, d, tf, Nf, sf, cf, scratch);
+      // Both lists are sorted (u is sorted by the host, the inverse CDF is monotone): merge.
+      int x = 0, y = 0;
+      for (int k = 0; k < S; ++k) {
+        const bool take_coarse = y >= Nf || (x < N && tc[x] <= tf[y]);
+        const float* src = take_coarse ? cc + static_cast<long>(x) * O : cf + static_cast<long>(y) * O;
+        tm[k] = take_coarse ? tc[x] : tf[y];
+        sm[k] = take_coarse ? sc[x] : sf[y];
+        for (int c = 0; c < O; ++c) cm[static_cast<long>(k) * O + c] = src[c];
+        if (take_coarse) ++x; else ++y;
+      }
+      t = tm, sig = sm, col = cm, n = S;
+    }
+    rtg_march(t, sig, col, n, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, nullptr);
+    float mn = t[0], mx = t[0];
+    for (int k = 1; k < n; ++k) {
+      mn = t[k] < mn ? t[k] : mn;
+      mx = t[k] > mx ? t[k] : mx;
+    }
+    a.range[2 * i] = mn;
+    a.range[2 * i + 1] = mx;
+  }
+  delete[] buf;
+}
+
+static void sample_decode(const SampleDecodeArgs& a, long begin, long end) {
+  const PlanesArgs& P = a.planes;
+  const DecoderArgs& D = a.dec;
+  const int O = D.O1 - 1;
+  float* buf = new float[P.C + D.Hd + D.O1];
+  for (long i = begin; i < end; ++i) {
+    const long b = i / a.M;
+    const float* planes_b = P.data + b * 3L * P.H * P.W * P.C;
+    rtg_triplane_features(planes_b, P.H, P.W, P.C, a.points + 3 * i, a.box_warp, a.plane_set, buf);
+    rtg_decode(buf, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, buf + P.C, buf + P.C + D.Hd, a.sigma + i,
+               a.rgb + i * O);
+  }
+  delete[] buf;
+}
+
+static void march(const MarchArgs& a, long begin, long end) {
+  for (long i = begin; i < end; ++i) {
+    rtg_march(a.depths + i * a.S, a.sigma + i * a.S, a.rgb + i * a.S * a.O, a.S, a.O, a.white_back,
+              a.out_rgb + i * a.O, a.depth + i, nullptr, a.weights + i * (a.S - 1));
+  }
+}
+
+static void importance(const ImportanceArgs& a, long begin, long end) {
+  const int N = a.N;
+  float* buf = new float[2L * N];
+  float *cdf = buf, *bins = buf + N;
+  for (long i = begin; i < end; ++i) {
+    const float* t = a.depths + i * N;
+    rtg_importance_cdf(a.weights + i * (N - 1), N, cdf);
+    for (int k = 0; k + 1 < N; ++k) bins[k] = (t[k] + t[k + 1]) * 0.5f;
+    for (int j = 0; j < a.Nf; ++j) a.out[i * a.Nf + j] = rtg_sample_pdf(bins, cdf, N, a.u[i * a.Nf + j]);
+  }
+  delete[] buf;
+}
+
+static const CpuKernels kernels = {render, sample_decode, march, importance, RTGAZE_ISA_NAME};

@@ -1,0 +1,18 @@
+// Shared by the CPU and CUDA kernels. These headers include nothing themselves: the including
+// translation unit brings <cmath>/<cstdint> (CPU) or the CUDA runtime first, which lets the CPU
+// build include them inside a per-ISA namespace (see csrc/cpu/render_cpu_*.cpp).
+#pragma once
+
+#ifdef __CUDACC__
+#define RTG_HD __host__ __device__ __forceinline__
+#else
+#define RTG_HD static inline __attribute__((always_inline))
+#endif
+
+// Index of a plane's (u, v) coordinates in the point, per plane set (options.PLANE_SETS):
+// 0 = EG3D's XY, XZ, ZX (what released weights use); 1 = corrected XY, XZ, YZ.
+RTG_HD void plane_axes(int plane_set, int plane, int* iu, int* iv) {
+  // plane 0: (x, y); plane 1: (x, z); plane 2: (z, x) or (y, z)
+  *iu = plane == 2 ? (plane_set == 0 ? 2 : 1) : 0;
+  *iv = plane == 0 ? 1 : (plane == 1 ? 2 : (plane_set == 0 ? 0 : 2));
+}

@@ -1,0 +1,74 @@
+// Scalar math of one sample. On the CPU, exp/log are written out (Cephes-style polynomials,
+// ~1-2 ulp) so that loops over channels vectorise without -ffast-math; on the GPU they are the
+// accurate CUDA intrinsics.
+#pragma once
+#include "common.h"
+
+#ifdef __CUDACC__
+RTG_HD float rtg_exp(float x) { return expf(x); }
+RTG_HD float rtg_log1p(float x) { return log1pf(x); }
+#else
+RTG_HD float rtg_bits_to_float(int32_t i) { float f; __builtin_memcpy(&f, &i, 4); return f; }
+RTG_HD int32_t rtg_float_to_bits(float f) { int32_t i; __builtin_memcpy(&i, &f, 4); return i; }
+
+// exp(x): x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^n from the exponent bits.
+RTG_HD float rtg_exp(float x) {
+  float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
+  xc = xc < -87.3365447504f ? -87.3365447504f : xc;  // comparisons keep NaN
+  const float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * rtg_bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+}
+
+// log(z) for z > 0 (Cephes logf): z = m 2^e, m in [sqrt(1/2), sqrt(2)).
+RTG_HD float rtg_log(float z) {
+  const int32_t bits = rtg_float_to_bits(z);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  float m = rtg_bits_to_float((bits & 0x807fffff) | 0x3f000000);  // [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  const float x = small ? m + m - 1.0f : m - 1.0f;
+  const float x2 = x * x;
+  float y = 7.0376836292e-2f;
+  y = y * x - 1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x - 1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x - 1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x - 2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = y * x * x2;
+  y = y + e * -2.12194440e-4f;
+  y = y - 0.5f * x2;
+  return x + y + e * 0.693359375f;
+}
+
+// log(1 + y) for y >= 0, accurate for tiny y: log(u) * y / (u - 1) with u = 1 + y.
+RTG_HD float rtg_log1p(float y) {
+  const float u = 1.0f + y;
+  const float d = u - 1.0f;
+  return d == 0.0f ? y : rtg_log(u) * (y / d);
+}
+#endif
+
+// torch.nn.functional.softplus(beta=1, threshold=20): x above the threshold, else log1p(exp(x)),
+// written as max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
+RTG_HD float rtg_softplus(float x) {
+  if (x > 20.0f) return x;
+  const float ax = x < 0.0f ? -x : x;
+  return (x > 0.0f ? x : 0.0f) + rtg_log1p(rtg_exp(-ax));
+}
+
+// MipNeRF's widened sigmoid of the decoder's colour outputs.
+RTG_HD float rtg_widened_sigmoid(float x) {
+  return 1.0f / (1.0f + rtg_exp(-x)) * (1.0f + 2.0f * 0.001f) - 0.001f;
+}

@@ -1,0 +1,213 @@
+// The CPU backend's ops: argument checks, output allocation, then the ISA-dispatched kernels over
+// rays with at::parallel_for. Schemas come from rtgaze/schemas.h (equal to rtgaze_fast/ops.py's).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <tuple>
+
+#include "../cpu/kernels.h"
+#include "rtgaze/schemas.h"
+
+namespace {
+using at::Tensor;
+
+bool poison_outputs() {
+  const char* v = std::getenv("RTGAZE_FAST_POISON");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+// Outputs are NaN-filled when RTGAZE_FAST_POISON=1, so an element a kernel skips cannot pass a test.
+Tensor new_output(at::IntArrayRef shape, const Tensor& like) {
+  Tensor t = at::empty(shape, like.options().dtype(at::kFloat));
+  if (poison_outputs()) t.fill_(std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
+
+void check_input(const Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32 for the cpu backend, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor for the cpu backend, got ", t.device());
+  TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK_VALUE(t.numel() <= std::numeric_limits<int32_t>::max(), name, " has ", t.numel(),
+                    " elements, more than the kernels index (2**31-1)");
+}
+
+void check_precision(const std::string& precision) {
+  TORCH_CHECK_VALUE(precision == "fp32", "precision: the cpu backend implements 'fp32' only, got '", precision, "'");
+}
+
+// Folded decoder weights, transposed so the kernels' inner loops run over contiguous outputs.
+struct Decoder {
+  Tensor w1t, b1, w2t, b2;
+  rtgaze::DecoderArgs args() const {
+    return {w1t.data_ptr<float>(), b1.data_ptr<float>(), w2t.data_ptr<float>(), b2.data_ptr<float>(),
+            static_cast<int>(w1t.size(1)), static_cast<int>(w2t.size(1))};
+  }
+};
+
+Decoder fold_decoder(const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2, int64_t C) {
+  check_input(w1, "w1", 2);
+  check_input(b1, "b1", 1);
+  check_input(w2, "w2", 2);
+  check_input(b2, "b2", 1);
+  const int64_t hd = w1.size(0), o1 = w2.size(0);
+  TORCH_CHECK_VALUE(w1.size(1) == C, "w1 must be (hidden, C=", C, ") to match the planes, got ", w1.sizes());
+  TORCH_CHECK_VALUE(b1.size(0) == hd, "b1 must have ", hd, " elements, got ", b1.sizes());
+  TORCH_CHECK_VALUE(w2.size(1) == hd && o1 >= 2, "w2 must be (1 + out_dim, hidden=", hd, "), got ", w2.sizes());
+  TORCH_CHECK_VALUE(b2.size(0) == o1, "b2 must have ", o1, " elements, got ", b2.sizes());
+  TORCH_CHECK_VALUE(C <= 1024 && hd <= 1024 && o1 <= 1025, "decoder sizes above 1024 are not supported");
+  return {w1.t().contiguous(), b1, w2.t().contiguous(), b2};
+}
+
+rtgaze::PlanesArgs planes_args(const Tensor& planes) {
+  check_input(planes, "planes", 5);
+  TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C) channels-last, got ", planes.sizes());
+  return {planes.data_ptr<float>(), static_cast<int>(planes.size(2)), static_cast<int>(planes.size(3)),
+          static_cast<int>(planes.size(4))};
+}
+
+void check_plane_set(int64_t plane_set) {
+  TORCH_CHECK_VALUE(plane_set == 0 || plane_set == 1, "plane_set must be 0 (eg3d) or 1 (corrected), got ", plane_set);
+}
+
+std::tuple<Tensor, Tensor> sample_decode_cpu(const Tensor& planes, const Tensor& w1, const Tensor& b1,
+                                             const Tensor& w2, const Tensor& b2, const Tensor& points,
+                                             double box_warp, int64_t plane_set, c10::string_view precision) {
+  check_precision(std::string(precision));
+  check_plane_set(plane_set);
+  rtgaze::SampleDecodeArgs a{};
+  a.planes = planes_args(planes);
+  check_input(points, "points", 3);
+  TORCH_CHECK_VALUE(points.size(0) == planes.size(0) && points.size(2) == 3, "points must be (B=", planes.size(0),
+                    ", M, 3), got ", points.sizes());
+  Decoder dec = fold_decoder(w1, b1, w2, b2, planes.size(4));
+  a.dec = dec.args();
+  const int64_t B = points.size(0), M = points.size(1), O = w2.size(0) - 1;
+  Tensor sigma = new_output({B, M}, points), rgb = new_output({B, M, O}, points);
+  a.points = points.data_ptr<float>();
+  a.M = M;
+  a.plane_set = static_cast<int>(plane_set);
+  a.box_warp = static_cast<float>(box_warp);
+  a.sigma = sigma.data_ptr<float>();
+  a.rgb = rgb.data_ptr<float>();
+  const auto& k = rtgaze::cpu_kernels();
+  at::parallel_for(0, B * M, 256, [&](int64_t b, int64_t e) { k.sample_decode(a, b, e); });
+  return {sigma, rgb};
+}
+
+std::tuple<Tensor, Tensor, Tensor> march_cpu(const Tensor& rgb, const Tensor& sigma, const Tensor& depths,
+                                             bool white_back) {
+  check_input(rgb, "rgb", 4);
+  check_input(sigma, "sigma", 3);
+  check_input(depths, "depths", 3);
+  const int64_t B = rgb.size(0), R = rgb.size(1), S = rgb.size(2), O = rgb.size(3);
+  TORCH_CHECK_VALUE(sigma.sizes() == at::IntArrayRef({B, R, S}), "sigma must be (B, R, S) = ", at::IntArrayRef({B, R, S}),
+                    ", got ", sigma.sizes());
+  TORCH_CHECK_VALUE(depths.sizes() == sigma.sizes(), "depths must have sigma's shape ", sigma.sizes(), ", got ",
+                    depths.sizes());
+  TORCH_CHECK_VALUE(S >= 2, "march needs S >= 2 samples per ray, got ", S);
+  Tensor out = new_output({B, R, O}, rgb), depth = new_output({B, R}, rgb), w = new_output({B, R, S - 1}, rgb);
+  rtgaze::MarchArgs a{rgb.data_ptr<float>(), sigma.data_ptr<float>(), depths.data_ptr<float>(), static_cast<int>(S),
+                      static_cast<int>(O), white_back, out.data_ptr<float>(), depth.data_ptr<float>(),
+                      w.data_ptr<float>()};
+  const auto& k = rtgaze::cpu_kernels();
+  at::parallel_for(0, B * R, 64, [&](int64_t b, int64_t e) { k.march(a, b, e); });
+  return {out, depth, w};
+}
+
+Tensor importance_cpu(const Tensor& depths, const Tensor& weights, const Tensor& u) {
+  check_input(depths, "depths", 3);
+  check_input(weights, "weights", 3);
+  check_input(u, "u", 3);
+  const int64_t B = depths.size(0), R = depths.size(1), N = depths.size(2), Nf = u.size(2);
+  TORCH_CHECK_VALUE(N >= 4, "importance sampling needs N >= 4 coarse samples, got ", N);
+  TORCH_CHECK_VALUE(weights.sizes() == at::IntArrayRef({B, R, N - 1}), "weights must be (B, R, N-1) = ",
+                    at::IntArrayRef({B, R, N - 1}), ", got ", weights.sizes());
+  TORCH_CHECK_VALUE(u.size(0) == B && u.size(1) == R, "u must be (B=", B, ", R=", R, ", N_f), got ", u.sizes());
+  Tensor out = new_output({B, R, Nf}, depths);
+  rtgaze::ImportanceArgs a{depths.data_ptr<float>(), weights.data_ptr<float>(), u.data_ptr<float>(),
+                           static_cast<int>(N), static_cast<int>(Nf), out.data_ptr<float>()};
+  const auto& k = rtgaze::cpu_kernels();
+  at::parallel_for(0, B * R, 64, [&](int64_t b, int64_t e) { k.importance(a, b, e); });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
+    const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+    const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
+    const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
+    int64_t plane_set, c10::string_view precision) {
+  check_precision(std::string(precision));
+  check_plane_set(plane_set);
+  rtgaze::RenderArgs a{};
+  a.planes = planes_args(planes);
+  Decoder dec = fold_decoder(w1, b1, w2, b2, planes.size(4));
+  a.dec = dec.args();
+  check_input(ray_origins, "ray_origins", 3);
+  check_input(ray_directions, "ray_directions", 3);
+  const int64_t B = planes.size(0), R = ray_origins.size(1);
+  TORCH_CHECK_VALUE(ray_origins.size(0) == B && ray_origins.size(2) == 3, "ray_origins must be (B=", B,
+                    ", R, 3), got ", ray_origins.sizes());
+  TORCH_CHECK_VALUE(ray_directions.sizes() == ray_origins.sizes(), "ray_directions must have ray_origins' shape ",
+                    ray_origins.sizes(), ", got ", ray_directions.sizes());
+  check_input(ray_start, "ray_start", 2);
+  check_input(ray_end, "ray_end", 2);
+  TORCH_CHECK_VALUE(ray_start.sizes() == at::IntArrayRef({B, R}) && ray_end.sizes() == ray_start.sizes(),
+                    "ray_start and ray_end must be (B=", B, ", R=", R, ")");
+  check_input(stratified_u, "stratified_u", 3);
+  check_input(importance_u, "importance_u", 3);
+  const int64_t N = stratified_u.size(2), Nf = importance_u.size(2);
+  TORCH_CHECK_VALUE(stratified_u.size(0) == B && stratified_u.size(1) == R && N >= 2,
+                    "stratified_u must be (B=", B, ", R=", R, ", N >= 2), got ", stratified_u.sizes());
+  TORCH_CHECK_VALUE(importance_u.size(0) == B && importance_u.size(1) == R, "importance_u must be (B=", B, ", R=", R,
+                    ", N_f), got ", importance_u.sizes());
+  TORCH_CHECK_VALUE(Nf == 0 || N >= 4, "importance sampling needs N >= 4 coarse samples, got ", N);
+  TORCH_CHECK_VALUE(B * R * (N + Nf) * std::max<int64_t>(planes.size(4), w2.size(0)) <= std::numeric_limits<int32_t>::max(),
+                    "B * R * (N + N_f) * channels exceeds 2**31-1; render in ray chunks");
+  const int64_t O = w2.size(0) - 1;
+  Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
+         wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
+  a.origins = ray_origins.data_ptr<float>();
+  a.dirs = ray_directions.data_ptr<float>();
+  a.start = ray_start.data_ptr<float>();
+  a.end = ray_end.data_ptr<float>();
+  a.su = stratified_u.data_ptr<float>();
+  a.iu = importance_u.data_ptr<float>();
+  a.R = R;
+  a.N = static_cast<int>(N);
+  a.Nf = static_cast<int>(Nf);
+  a.plane_set = static_cast<int>(plane_set);
+  a.box_warp = static_cast<float>(box_warp);
+  a.disparity = disparity;
+  a.white_back = white_back;
+  a.rgb = rgb.data_ptr<float>();
+  a.depth = depth.data_ptr<float>();
+  a.wsum = wsum.data_ptr<float>();
+  a.range = range.data_ptr<float>();
+  const auto& k = rtgaze::cpu_kernels();
+  at::parallel_for(0, B * R, 16, [&](int64_t b, int64_t e) { k.render(a, b, e); });
+  return {rgb, depth, wsum, range};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rtgaze_fast, m) {
+  m.def("sample_decode_cpu" RTGAZE_SCHEMA_SAMPLE_DECODE);
+  m.def("march_cpu" RTGAZE_SCHEMA_MARCH);
+  m.def("importance_cpu" RTGAZE_SCHEMA_IMPORTANCE);
+  m.def("render_cpu" RTGAZE_SCHEMA_RENDER);
+}
+
+TORCH_LIBRARY_IMPL(rtgaze_fast, CPU, m) {
+  m.impl("sample_decode_cpu", &sample_decode_cpu);
+  m.impl("march_cpu", &march_cpu);
+  m.impl("importance_cpu", &importance_cpu);
+  m.impl("render_cpu", &render_cpu);
+}
