@@ -4,7 +4,9 @@
 #include "rtgaze/march.h"
 #include "rtgaze/sample.h"
 
-// Decode n points of one ray (batch b) at depths t along o + t d.
+// Decode n points of one ray (batch b) at depths t along o + t d. CF/HF/OF: compile-time decoder
+// sizes (0 = runtime), see rtgaze/sample.h.
+template <int CF, int HF, int OF>
 static void eval_ray_points(const RenderArgs& a, long b, const float* o, const float* d, const float* t, int n,
                             float* sig, float* col, float* scratch) {
   const PlanesArgs& P = a.planes;
@@ -16,12 +18,14 @@ static void eval_ray_points(const RenderArgs& a, long b, const float* o, const f
   float* out = hid + D.Hd;
   for (int k = 0; k < n; ++k) {
     const float p[3] = {o[0] + t[k] * d[0], o[1] + t[k] * d[1], o[2] + t[k] * d[2]};
-    rtg_triplane_features(planes_b, P.H, P.W, P.C, p, a.box_warp, a.plane_set, feat);
-    rtg_decode(feat, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, hid, out, &sig[k], col + static_cast<long>(k) * O);
+    rtg_triplane_features<CF>(planes_b, P.H, P.W, P.C, p, a.box_warp, a.plane_set, feat);
+    rtg_decode<CF, HF, OF>(feat, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, hid, out, &sig[k],
+                           col + static_cast<long>(k) * O);
   }
 }
 
-static void render(const RenderArgs& a, long begin, long end) {
+template <int CF, int HF, int OF>
+static void render_sized(const RenderArgs& a, long begin, long end) {
   const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1;
   const long per_sample = 2L * (N + Nf + S) + static_cast<long>(N + Nf + S) * O;
   float* buf = new float[per_sample + 3L * N + a.planes.C + a.dec.Hd + a.dec.O1 + O];
@@ -42,7 +46,7 @@ static void render(const RenderArgs& a, long begin, long end) {
         tc[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * step;
       }
     }
-    eval_ray_points(a, b, o, d, tc, N, sc, cc, scratch);
+    eval_ray_points<CF, HF, OF>(a, b, o, d, tc, N, sc, cc, scratch);
     float *t = tc, *sig = sc, *col = cc;
     int n = N;
     if (Nf > 0) {
@@ -52,7 +56,7 @@ static void render(const RenderArgs& a, long begin, long end) {
       for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
       const float* ui = a.iu + i * Nf;
       for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf(bins, cdf, N, ui[j]);
-      eval_ray_points(a, b, o, d, tf, Nf, sf, cf, scratch);
+      eval_ray_points<CF, HF, OF>(a, b, o, d, tf, Nf, sf, cf, scratch);
       // Both lists are sorted (u is sorted by the host, the inverse CDF is monotone): merge.
       int x = 0, y = 0;
       for (int k = 0; k < S; ++k) {
@@ -77,7 +81,8 @@ static void render(const RenderArgs& a, long begin, long end) {
   delete[] buf;
 }
 
-static void sample_decode(const SampleDecodeArgs& a, long begin, long end) {
+template <int CF, int HF, int OF>
+static void sample_decode_sized(const SampleDecodeArgs& a, long begin, long end) {
   const PlanesArgs& P = a.planes;
   const DecoderArgs& D = a.dec;
   const int O = D.O1 - 1;
@@ -85,11 +90,24 @@ static void sample_decode(const SampleDecodeArgs& a, long begin, long end) {
   for (long i = begin; i < end; ++i) {
     const long b = i / a.M;
     const float* planes_b = P.data + b * 3L * P.H * P.W * P.C;
-    rtg_triplane_features(planes_b, P.H, P.W, P.C, a.points + 3 * i, a.box_warp, a.plane_set, buf);
-    rtg_decode(buf, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, buf + P.C, buf + P.C + D.Hd, a.sigma + i,
+    rtg_triplane_features<CF>(planes_b, P.H, P.W, P.C, a.points + 3 * i, a.box_warp, a.plane_set, buf);
+    rtg_decode<CF, HF, OF>(buf, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, buf + P.C, buf + P.C + D.Hd, a.sigma + i,
                a.rgb + i * O);
   }
   delete[] buf;
+}
+
+// EG3D's decoder (32 -> 64 -> 1+32) gets a build with fixed sizes; any other a generic one.
+static bool is_eg3d_decoder(const PlanesArgs& P, const DecoderArgs& D) { return P.C == 32 && D.Hd == 64 && D.O1 == 33; }
+
+static void render(const RenderArgs& a, long begin, long end) {
+  if (is_eg3d_decoder(a.planes, a.dec)) render_sized<32, 64, 33>(a, begin, end);
+  else render_sized<0, 0, 0>(a, begin, end);
+}
+
+static void sample_decode(const SampleDecodeArgs& a, long begin, long end) {
+  if (is_eg3d_decoder(a.planes, a.dec)) sample_decode_sized<32, 64, 33>(a, begin, end);
+  else sample_decode_sized<0, 0, 0>(a, begin, end);
 }
 
 static void march(const MarchArgs& a, long begin, long end) {

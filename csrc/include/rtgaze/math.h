@@ -63,9 +63,9 @@ RTG_HD float rtg_log1p(float y) {
 // torch.nn.functional.softplus(beta=1, threshold=20): x above the threshold, else log1p(exp(x)),
 // written as max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
 RTG_HD float rtg_softplus(float x) {
-  if (x > 20.0f) return x;
   const float ax = x < 0.0f ? -x : x;
-  return (x > 0.0f ? x : 0.0f) + rtg_log1p(rtg_exp(-ax));
+  const float sp = (x > 0.0f ? x : 0.0f) + rtg_log1p(rtg_exp(-ax));
+  return x > 20.0f ? x : sp;  // branch-free, so loops over channels vectorise
 }
 
 // MipNeRF's widened sigmoid of the decoder's colour outputs.

@@ -3,9 +3,16 @@
 #pragma once
 #include "math.h"
 
-// Add wgt * bilinear tap of one channels-last plane at normalised (u, v) into acc[C], as
+// Sizes: functions templated on <CF, ...> use CF when it is positive (a compile-time size the
+// compiler unrolls and keeps in registers: the FFHQ decoder's 32/64/33) and the runtime value
+// otherwise.
+#define RTG_SIZE(fixed, runtime) ((fixed) > 0 ? (fixed) : (runtime))
+
+// Add the bilinear tap of one channels-last plane at normalised (u, v) into acc[C], as
 // grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False): taps outside add 0.
-RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C, float u, float v, float wgt, float* acc) {
+template <int CF>
+RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C_, float u, float v, float* acc) {
+  const int C = RTG_SIZE(CF, C_);
   const float ix = ((u + 1.0f) * W - 1.0f) * 0.5f;
   const float iy = ((v + 1.0f) * H - 1.0f) * 0.5f;
   const float fx = __builtin_floorf(ix), fy = __builtin_floorf(iy);
@@ -21,7 +28,7 @@ RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C, float u, f
     const long x = x0 + (k & 1), y = y0 + (k >> 1);
     if (x < 0 || x >= W || y < 0 || y >= H) continue;
     const float* texel = plane + (static_cast<long>(y) * W + x) * C;
-    const float wk = wts[k] * wgt;
+    const float wk = wts[k];
 #ifndef __CUDACC__
 #pragma omp simd
 #endif
@@ -30,23 +37,27 @@ RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C, float u, f
 }
 
 // The mean of the three planes' taps at point p (world units) into feat[C].
-RTG_HD void rtg_triplane_features(const float* planes_b, int H, int W, int C, const float* p, float box_warp,
+template <int CF>
+RTG_HD void rtg_triplane_features(const float* planes_b, int H, int W, int C_, const float* p, float box_warp,
                                   int plane_set, float* feat) {
+  const int C = RTG_SIZE(CF, C_);
   for (int c = 0; c < C; ++c) feat[c] = 0.0f;
   const float scale = 2.0f / box_warp;
   const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
   for (int k = 0; k < 3; ++k) {
     int iu, iv;
     plane_axes(plane_set, k, &iu, &iv);
-    rtg_bilinear_add(planes_b + static_cast<long>(k) * H * W * C, H, W, C, q[iu], q[iv], 1.0f, feat);
+    rtg_bilinear_add<CF>(planes_b + static_cast<long>(k) * H * W * C, H, W, C, q[iu], q[iv], feat);
   }
   for (int c = 0; c < C; ++c) feat[c] = feat[c] / 3.0f;
 }
 
 // OSG decoder on one feature vector with folded, transposed weights: w1t (C, Hd), w2t (Hd, O1)
 // with O1 = 1 + O. hid[Hd] and out[O1] are scratch. Writes sigma_raw and the O widened colours.
-RTG_HD void rtg_decode(const float* feat, int C, int Hd, int O1, const float* w1t, const float* b1,
+template <int CF, int HF, int OF>
+RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float* w1t, const float* b1,
                        const float* w2t, const float* b2, float* hid, float* out, float* sigma, float* rgb) {
+  const int C = RTG_SIZE(CF, C_), Hd = RTG_SIZE(HF, Hd_), O1 = RTG_SIZE(OF, O1_);
   for (int h = 0; h < Hd; ++h) hid[h] = b1[h];
   for (int c = 0; c < C; ++c) {
     const float f = feat[c];
