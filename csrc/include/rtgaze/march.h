@@ -4,7 +4,8 @@
 #include "math.h"
 
 // Composite S samples: interval weights into w[S-1] (may be null), colour into rgb[O] (white
-// background and the 2C-1 scaling applied), the unclamped depth (NaN -> +inf) and sum of weights.
+// background and the 2C-1 scaling applied), the unclamped depth (NaN -> +inf) and sum of weights
+// (may be null).
 RTG_HD void rtg_march(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
                       float* rgb, float* depth, float* wsum, float* w) {
   for (int o = 0; o < O; ++o) rgb[o] = 0.0f;
@@ -27,7 +28,7 @@ RTG_HD void rtg_march(const float* t, const float* sigma, const float* col, int 
   }
   float d = D / W;
   *depth = d != d ? __builtin_inff() : d;
-  *wsum = W;
+  if (wsum) *wsum = W;
   for (int o = 0; o < O; ++o) rgb[o] = (white_back ? rgb[o] + 1.0f - W : rgb[o]) * 2.0f - 1.0f;
 }
 

@@ -1,0 +1,164 @@
+"""The compiled CPU backend: each op against its reference twin, the fused renderer against
+backend='torch', NaN/Inf checks, opcheck, torch.compile, and the C++ schema strings."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtgaze_fast import ops
+from rtgaze_fast.precision import parity_errors, within
+from rtgaze_fast.reference.decoder import folded_decoder_weights
+from rtgaze_fast.reference.marcher import march_unclamped
+from rtgaze_fast.reference.sampling import importance_depths
+from rtgaze_fast.reference.triplane import sample_decode_folded
+from scenes import make_scene, random_decoder, render_scene
+from tolerances import FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL
+
+pytestmark = pytest.mark.skipif(ops.why_unavailable("cpu", "cpu") is not None,
+                                reason=f"cpu backend unavailable: {ops.why_unavailable('cpu', 'cpu')}")
+ROOT = Path(__file__).resolve().parents[1]
+PLANE_SETS = ("eg3d", "corrected")
+
+
+def _op(family):
+    return ops.get_op(family, "cpu")
+
+
+def _decode_inputs(seed, batch=2, m=37, channels=32, hidden=64, out_dim=32, res=16):
+    gen = torch.Generator().manual_seed(seed)
+    planes = torch.randn(batch, 3, channels, res, res, generator=gen)
+    w = folded_decoder_weights(random_decoder(gen, channels, hidden, out_dim))
+    # Points spill past the box so the zero padding of out-of-plane taps is exercised.
+    points = (torch.rand(batch, m, 3, generator=gen) * 2 - 1) * 0.7
+    return planes, w, points
+
+
+def _march_inputs(seed, batch=2, rays=13, s=17, o=32):
+    gen = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(batch, rays, s, o, generator=gen)
+    sigma = torch.randn(batch, rays, s, generator=gen) * 3
+    depths = torch.sort(2 + torch.rand(batch, rays, s, generator=gen), -1).values
+    return rgb, sigma, depths
+
+
+@pytest.mark.parametrize("plane_set", [0, 1])
+@pytest.mark.parametrize("sizes", [(32, 64, 32), (16, 24, 3)])
+def test_sample_decode_matches_reference(plane_set, sizes):
+    c, h, o = sizes
+    planes, (w1, b1, w2, b2), points = _decode_inputs(plane_set, channels=c, hidden=h, out_dim=o)
+    sigma, rgb = _op("sample_decode")(planes.permute(0, 1, 3, 4, 2).contiguous(), w1, b1, w2, b2, points, 1.1,
+                                      plane_set, "fp32")
+    sigma_r, rgb_r = sample_decode_folded(planes, w1, b1, w2, b2, points, 1.1, PLANE_SETS[plane_set])
+    torch.testing.assert_close(sigma, sigma_r, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(rgb, rgb_r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("white_back", [False, True])
+def test_march_matches_reference(white_back):
+    rgb, sigma, depths = _march_inputs(3)
+    out, depth, w = _op("march")(rgb, sigma, depths, white_back)
+    out_r, depth_r, w_r = march_unclamped(rgb, sigma[..., None], depths[..., None], white_back)
+    torch.testing.assert_close(out, out_r, atol=FP32_RGB_ATOL, rtol=0)
+    torch.testing.assert_close(depth, depth_r[..., 0], atol=FP32_DEPTH_ATOL, rtol=0)
+    torch.testing.assert_close(w, w_r[..., 0], atol=FP32_WSUM_ATOL, rtol=0)
+
+
+def test_march_zero_weights_give_inf_depth():
+    rgb, sigma, depths = _march_inputs(4, rays=3)
+    _, depth, w = _op("march")(rgb, torch.full_like(sigma, -200.0), depths, False)
+    assert bool(torch.isinf(depth).all()) and float(w.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("n,n_f", [(4, 1), (12, 7), (48, 48)])
+def test_importance_matches_reference(n, n_f):
+    gen = torch.Generator().manual_seed(n)
+    depths = torch.sort(2 + torch.rand(2, 11, n, generator=gen), -1).values
+    weights = torch.rand(2, 11, n - 1, generator=gen) ** 4  # peaky, like real interval weights
+    u = torch.rand(2, 11, n_f, generator=gen)
+    u[0, 0, 0] = 0.0  # searchsorted's edge cases
+    out = _op("importance")(depths, weights, u)
+    torch.testing.assert_close(out, importance_depths(depths, weights, u), atol=1e-5, rtol=1e-6)
+
+
+SCENES = {
+    "ffhq-small": dict(batch=2, rays=37, n=48, n_f=48),
+    "odd-counts": dict(batch=3, rays=13, n=9, n_f=5),
+    "coarse-only": dict(batch=2, rays=21, n=7, n_f=0),
+    "disparity": dict(batch=1, rays=29, n=16, n_f=11, options=dict(disparity_space_sampling=True)),
+    "white-auto": dict(batch=2, rays=19, n=10, n_f=6, options=dict(white_back=True, ray_start="auto",
+                                                                   ray_end="auto", box_warp=1.3)),
+    "small-decoder": dict(batch=1, rays=17, n=8, n_f=8, channels=16, hidden=24, out_dim=3),
+    "one-ray": dict(batch=1, rays=1, n=5, n_f=3),
+}
+
+
+@pytest.mark.parametrize("plane_set", PLANE_SETS)
+@pytest.mark.parametrize("name", SCENES)
+def test_render_matches_torch_backend(name, plane_set):
+    s = make_scene(seed=len(name), plane_res=24, **SCENES[name])
+    ref = render_scene(s, plane_set=plane_set)
+    out = render_scene(s, "cpu", plane_set=plane_set)
+    errors = parity_errors(out, ref)
+    assert within(errors, "fp32"), errors
+    assert all(bool(t.isfinite().all()) for t in (out[0], out[2]))
+    assert not bool(out[1].isnan().any())
+
+
+def test_render_zero_rays():
+    s = make_scene(seed=1, rays=1, n=6, n_f=4)
+    s.ray_origins, s.ray_directions = s.ray_origins[:, :0], s.ray_directions[:, :0]
+    s.stratified_u, s.importance_u = s.stratified_u[:, :0], s.importance_u[:, :0]
+    rgb, depth, wsum = render_scene(s, "cpu")
+    assert rgb.shape == (1, 0, 32) and depth.shape == (1, 0, 1) and wsum.shape == (1, 0, 1)
+
+
+def _render_args(seed=0, n=8, n_f=6, rays=9):
+    s = make_scene(seed=seed, rays=rays, n=n, n_f=n_f, plane_res=16)
+    b, r = s.ray_origins.shape[:2]
+    planes = s.planes.permute(0, 1, 3, 4, 2).contiguous()
+    return (planes, *folded_decoder_weights(s.decoder), s.ray_origins, s.ray_directions,
+            torch.full((b, r), 2.25), torch.full((b, r), 3.3), s.stratified_u,
+            torch.sort(s.importance_u, -1).values, 1.0, False, False, 0, "fp32")
+
+
+def test_render_refuses_other_precisions():
+    args = list(_render_args())
+    args[-1] = "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        _op("render")(*args)
+
+
+def test_render_refuses_non_contiguous_input_by_name():
+    args = list(_render_args())
+    args[5] = torch.cat([args[5], args[5]], -1)[..., ::2]  # right shape, strided
+    with pytest.raises(ValueError, match="ray_origins"):
+        _op("render")(*args)
+
+
+def test_opcheck_every_op():
+    planes, w, points = _decode_inputs(5, batch=1, m=6)
+    torch.library.opcheck(_op("sample_decode"), (planes.permute(0, 1, 3, 4, 2).contiguous(), *w, points, 1.0, 0,
+                                                 "fp32"))
+    torch.library.opcheck(_op("march"), (*_march_inputs(6, batch=1, rays=3, s=5, o=4), True))
+    gen = torch.Generator().manual_seed(7)
+    depths = torch.sort(torch.rand(1, 3, 6, generator=gen), -1).values
+    torch.library.opcheck(_op("importance"), (depths, torch.rand(1, 3, 5, generator=gen),
+                                              torch.rand(1, 3, 4, generator=gen)))
+    torch.library.opcheck(_op("render"), _render_args())
+
+
+def test_render_under_torch_compile_fullgraph():
+    args = _render_args(seed=2)
+    op = _op("render")
+    compiled = torch.compile(lambda *a: op(*a), fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(*args), op(*args)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_schemas_header_equals_ops_schemas():
+    text = (ROOT / "csrc/include/rtgaze/schemas.h").read_text()
+    found = {}
+    for name, body in re.findall(r"#define RTGAZE_SCHEMA_(\w+)((?:.*\\\n)*.*)", text):
+        found[name.lower()] = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body))
+    assert found == ops.SCHEMAS
