@@ -24,7 +24,7 @@ CPU_SOURCES = [
 CUDA_SOURCES: list = []  # csrc/cuda/*.cu and their glue, once written (issue #5)
 
 INCLUDE_DIRS = ["csrc/include"]
-CXX_FLAGS = ["-O3", "-g0", "-std=c++17", "-fopenmp", "-fno-math-errno"]
+CXX_FLAGS = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 LINK_FLAGS = ["-fopenmp"]
 # nvcc 13 supports sm_75 and newer; the default covers T4 .. H100 and PTX for newer GPUs.
 DEFAULT_CUDA_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"

@@ -185,5 +185,7 @@ def get_op(family: str, backend: str):
         raise ValueError(f"unknown op family {family!r}; one of {FAMILIES}")
     if backend not in FUSED_BACKENDS:
         raise ValueError(f"no fused op for backend {backend!r}; one of {FUSED_BACKENDS}")
-    importlib.import_module(_BACKEND_MODULES[backend])
+    why = _backend_ready(backend)  # imports (and for the extension, loads) the backend's module
+    if why is not None:
+        raise RuntimeError(f"backend {backend!r} is not available: {why}")
     return getattr(getattr(torch.ops, NAMESPACE), op_name(family, backend))
