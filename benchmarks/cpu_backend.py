@@ -1,0 +1,83 @@
+"""The compiled CPU backend vs the torch reference at the FFHQ configuration (48+48 samples,
+256x256x32 planes, fp32) at 64x64 and 128x128 rays: medians and the speed ratio, after a parity
+check. Writes benchmarks/results/cpu_backend.json.
+
+    python benchmarks/cpu_backend.py [--repeats 3] [--res 64 128]
+"""
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import rtgaze_fast as rf
+from rtgaze_fast import bench
+from rtgaze_fast._ext import load
+from rtgaze_fast.precision import parity_errors, within
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu_backend.json"
+
+
+def _median_seconds(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def run(res_list, repeats):
+    rows = []
+    for res in res_list:
+        case = bench.Case(res=res)
+        planes, dec, o, d, opts, su, iu = bench.make_scene(case, "cpu")
+        renderers = {b: rf.ImportanceRenderer(backend=b) for b in ("torch", "cpu")}
+
+        def render(backend):
+            with torch.no_grad():
+                return renderers[backend](planes, dec, o, d, opts, stratified_u=su, importance_u=iu)
+
+        errors = parity_errors(render("cpu"), render("torch"))
+        assert within(errors, "fp32"), f"{case.name}: cpu backend fails the fp32 parity bound: {errors}"
+        t_ref, ref_times = _median_seconds(lambda: render("torch"), repeats)
+        t_cpu, cpu_times = _median_seconds(lambda: render("cpu"), repeats)
+        row = dict(case=case.name, reference_median_s=t_ref, cpu_median_s=t_cpu, speedup=t_ref / t_cpu,
+                   reference_times_s=ref_times, cpu_times_s=cpu_times, parity=errors)
+        print(f"{case.name}: reference {t_ref:.3f} s, cpu {t_cpu:.3f} s, {t_ref / t_cpu:.1f}x", flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--res", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    env = bench.environment(torch.device("cpu"))
+    env.update(machine=platform.node(), cpu_isa=load().cpu_isa(), cpu_model=_cpu_model())
+    result = dict(environment=env, precision="fp32", config="FFHQ 48+48, planes 3x32x256x256, batch 1",
+                  rows=run(args.res, args.repeats))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
