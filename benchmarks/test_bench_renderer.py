@@ -64,7 +64,7 @@ def test_march_importance(benchmark, case, backend):
     planes, w, pts, depths, iu, po = _coarse(case)
     sigma, rgb = sample_decode_folded(planes, *w, pts, 1.0)
     b, r, n = depths.shape
-    rgb, sigma = rgb.reshape(b, r, n, -1), sigma.reshape(b, r, n)
+    rgb, sigma = rgb.reshape(b, r, n, -1).contiguous(), sigma.reshape(b, r, n).contiguous()
     iu = torch.sort(iu, -1).values
     if backend == "torch":
         def fn():
