@@ -21,14 +21,16 @@ CPU_SOURCES = [
     "csrc/torch/ops.cpp",
     "csrc/torch/module.cpp",
 ]
-CUDA_SOURCES: list = []  # csrc/cuda/*.cu and their glue, once written (issue #5)
+CUDA_SOURCES = ["csrc/cuda/render_fwd.cu", "csrc/torch/cuda_glue.cpp"]
 
 INCLUDE_DIRS = ["csrc/include"]
+CUDA_KERNEL_SOURCES = [s for s in CUDA_SOURCES if s.endswith(".cu")]
 CXX_FLAGS = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 LINK_FLAGS = ["-fopenmp"]
 # nvcc 13 supports sm_75 and newer; the default covers T4 .. H100 and PTX for newer GPUs.
 DEFAULT_CUDA_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"
-NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-Xptxas=-v", "-lineinfo"]
+# No --use_fast_math: the fp32 mode must match the reference within 1e-5.
+NVCC_FLAGS = ["-O3", "-std=c++17", "-Xptxas=-v", "-lineinfo"]
 
 
 def torch_has_cuda() -> bool:
@@ -39,6 +41,17 @@ def torch_has_cuda() -> bool:
 def sources(root: Path = ROOT) -> list:
     srcs = CPU_SOURCES + (CUDA_SOURCES if torch_has_cuda() else [])
     return [str(root / s) for s in srcs]
+
+
+def nvcc_gencode_flags(arch_list: str = DEFAULT_CUDA_ARCH_LIST) -> list:
+    """nvcc -gencode flags for a TORCH_CUDA_ARCH_LIST string (what the tests compile with)."""
+    flags = []
+    for arch in arch_list.replace(" ", ";").split(";"):
+        num = arch.replace("+PTX", "").replace(".", "")
+        flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        if arch.endswith("+PTX"):
+            flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
 
 
 def cuda_arch_list() -> str:

@@ -13,35 +13,11 @@
 
 #include "../cpu/kernels.h"
 #include "rtgaze/schemas.h"
+#include "checks.h"
 
 namespace {
 using at::Tensor;
-
-bool poison_outputs() {
-  const char* v = std::getenv("RTGAZE_FAST_POISON");
-  return v != nullptr && std::strcmp(v, "1") == 0;
-}
-
-// Outputs are NaN-filled when RTGAZE_FAST_POISON=1, so an element a kernel skips cannot pass a test.
-Tensor new_output(at::IntArrayRef shape, const Tensor& like) {
-  Tensor t = at::empty(shape, like.options().dtype(at::kFloat));
-  if (poison_outputs()) t.fill_(std::numeric_limits<float>::quiet_NaN());
-  return t;
-}
-
-void check_input(const Tensor& t, const char* name, int64_t dim) {
-  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32 for the cpu backend, got ",
-                   t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor for the cpu backend, got ", t.device());
-  TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous");
-  TORCH_CHECK_VALUE(t.numel() <= std::numeric_limits<int32_t>::max(), name, " has ", t.numel(),
-                    " elements, more than the kernels index (2**31-1)");
-}
-
-void check_precision(const std::string& precision) {
-  TORCH_CHECK_VALUE(precision == "fp32", "precision: the cpu backend implements 'fp32' only, got '", precision, "'");
-}
+using namespace rtgaze::glue;
 
 // Folded decoder weights, transposed so the kernels' inner loops run over contiguous outputs.
 struct Decoder {
@@ -73,14 +49,11 @@ rtgaze::PlanesArgs planes_args(const Tensor& planes) {
           static_cast<int>(planes.size(4))};
 }
 
-void check_plane_set(int64_t plane_set) {
-  TORCH_CHECK_VALUE(plane_set == 0 || plane_set == 1, "plane_set must be 0 (eg3d) or 1 (corrected), got ", plane_set);
-}
 
 std::tuple<Tensor, Tensor> sample_decode_cpu(const Tensor& planes, const Tensor& w1, const Tensor& b1,
                                              const Tensor& w2, const Tensor& b2, const Tensor& points,
                                              double box_warp, int64_t plane_set, c10::string_view precision) {
-  check_precision(std::string(precision));
+  check_precision("cpu", std::string(precision));
   check_plane_set(plane_set);
   rtgaze::SampleDecodeArgs a{};
   a.planes = planes_args(planes);
@@ -144,7 +117,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
     const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
     const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
     int64_t plane_set, c10::string_view precision) {
-  check_precision(std::string(precision));
+  check_precision("cpu", std::string(precision));
   check_plane_set(plane_set);
   rtgaze::RenderArgs a{};
   a.planes = planes_args(planes);

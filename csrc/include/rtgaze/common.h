@@ -5,8 +5,13 @@
 
 #ifdef __CUDACC__
 #define RTG_HD __host__ __device__ __forceinline__
+// Loops over channels: fully unrolled on the GPU (arrays stay in registers), SIMD on the CPU.
+#define RTG_CHANNEL_LOOP _Pragma("unroll")
+#define RTG_FLOOR floorf
 #else
 #define RTG_HD static inline __attribute__((always_inline))
+#define RTG_CHANNEL_LOOP _Pragma("omp simd")
+#define RTG_FLOOR __builtin_floorf
 #endif
 
 // Index of a plane's (u, v) coordinates in the point, per plane set (options.PLANE_SETS):

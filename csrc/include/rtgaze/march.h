@@ -3,6 +3,15 @@
 #pragma once
 #include "math.h"
 
+// One interval's weight from its two samples; T, the transmittance before it, is updated.
+RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
+  const float s = rtg_softplus((sigma0 + sigma1) * 0.5f - 1.0f);  // raw density averaged first
+  const float alpha = 1.0f - rtg_exp(-s * (t1 - t0));
+  const float wk = alpha * *T;
+  *T *= 1.0f - alpha + 1e-10f;
+  return wk;
+}
+
 // Composite S samples: interval weights into w[S-1] (may be null), colour into rgb[O] (white
 // background and the 2C-1 scaling applied), the unclamped depth (NaN -> +inf) and sum of weights
 // (may be null).
@@ -11,19 +20,13 @@ RTG_HD void rtg_march(const float* t, const float* sigma, const float* col, int 
   for (int o = 0; o < O; ++o) rgb[o] = 0.0f;
   float T = 1.0f, W = 0.0f, D = 0.0f;
   for (int k = 0; k + 1 < S; ++k) {
-    const float delta = t[k + 1] - t[k];
-    const float s = rtg_softplus((sigma[k] + sigma[k + 1]) * 0.5f - 1.0f);
-    const float alpha = 1.0f - rtg_exp(-s * delta);
-    const float wk = alpha * T;
-    T *= 1.0f - alpha + 1e-10f;
+    const float wk = rtg_march_step(t[k], t[k + 1], sigma[k], sigma[k + 1], &T);
     if (w) w[k] = wk;
     W += wk;
     D += wk * ((t[k] + t[k + 1]) * 0.5f);
     const float* c0 = col + k * O;
     const float* c1 = c0 + O;
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+    RTG_CHANNEL_LOOP
     for (int o = 0; o < O; ++o) rgb[o] += wk * ((c0[o] + c1[o]) * 0.5f);
   }
   float d = D / W;

@@ -15,7 +15,7 @@ RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C_, float u, 
   const int C = RTG_SIZE(CF, C_);
   const float ix = ((u + 1.0f) * W - 1.0f) * 0.5f;
   const float iy = ((v + 1.0f) * H - 1.0f) * 0.5f;
-  const float fx = __builtin_floorf(ix), fy = __builtin_floorf(iy);
+  const float fx = RTG_FLOOR(ix), fy = RTG_FLOOR(iy);
   const float tx = ix - fx, ty = iy - fy;
   // NaN coordinates: every weight is NaN and no tap is in range; propagate NaN like grid_sample.
   if (ix != ix || iy != iy) {
@@ -29,9 +29,7 @@ RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C_, float u, 
     if (x < 0 || x >= W || y < 0 || y >= H) continue;
     const float* texel = plane + (static_cast<long>(y) * W + x) * C;
     const float wk = wts[k];
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+    RTG_CHANNEL_LOOP
     for (int c = 0; c < C; ++c) acc[c] += wk * texel[c];
   }
 }
@@ -62,27 +60,38 @@ RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float*
   for (int c = 0; c < C; ++c) {
     const float f = feat[c];
     const float* row = w1t + c * Hd;
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+    RTG_CHANNEL_LOOP
     for (int h = 0; h < Hd; ++h) hid[h] += f * row[h];
   }
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+  RTG_CHANNEL_LOOP
   for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus(hid[h]);
   for (int o = 0; o < O1; ++o) out[o] = b2[o];
   for (int h = 0; h < Hd; ++h) {
     const float x = hid[h];
     const float* row = w2t + h * O1;
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+    RTG_CHANNEL_LOOP
     for (int o = 0; o < O1; ++o) out[o] += x * row[o];
   }
   *sigma = out[0];
-#ifndef __CUDACC__
-#pragma omp simd
-#endif
+  RTG_CHANNEL_LOOP
   for (int o = 1; o < O1; ++o) rgb[o - 1] = rtg_widened_sigmoid(out[o]);
+}
+
+// sigma_raw alone (the hidden layer and output 0), all a march's weights need: the CUDA kernel
+// finds every weight of a ray first, then decodes colours once with those weights known.
+template <int CF, int HF, int OF>
+RTG_HD float rtg_decode_sigma(const float* feat, int C_, int Hd_, int O1_, const float* w1t, const float* b1,
+                              const float* w2t, const float* b2, float* hid) {
+  const int C = RTG_SIZE(CF, C_), Hd = RTG_SIZE(HF, Hd_), O1 = RTG_SIZE(OF, O1_);
+  for (int h = 0; h < Hd; ++h) hid[h] = b1[h];
+  for (int c = 0; c < C; ++c) {
+    const float f = feat[c];
+    const float* row = w1t + c * Hd;
+    RTG_CHANNEL_LOOP
+    for (int h = 0; h < Hd; ++h) hid[h] += f * row[h];
+  }
+  float sigma = b2[0];
+  RTG_CHANNEL_LOOP
+  for (int h = 0; h < Hd; ++h) sigma += rtg_softplus(hid[h]) * w2t[h * O1];
+  return sigma;
 }

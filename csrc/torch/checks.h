@@ -1,0 +1,45 @@
+// Argument checks and output allocation shared by the CPU ops (ops.cpp) and the CUDA glue.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+namespace rtgaze {
+namespace glue {
+using at::Tensor;
+
+inline bool poison_outputs() {
+  const char* v = std::getenv("RTGAZE_FAST_POISON");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+// Outputs are NaN-filled when RTGAZE_FAST_POISON=1, so an element a kernel skips cannot pass a test.
+inline Tensor new_output(at::IntArrayRef shape, const Tensor& like) {
+  Tensor t = at::empty(shape, like.options().dtype(at::kFloat));
+  if (poison_outputs()) t.fill_(std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
+
+inline void check_input(const Tensor& t, const char* name, int64_t dim, c10::DeviceType device = c10::kCPU) {
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().type() == device, name, " must be a ", c10::DeviceTypeName(device, true),
+                    " tensor for this backend, got ", t.device());
+  TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK_VALUE(t.numel() <= std::numeric_limits<int32_t>::max(), name, " has ", t.numel(),
+                    " elements, more than the kernels index (2**31-1)");
+}
+
+inline void check_precision(const char* backend, const std::string& precision) {
+  TORCH_CHECK_VALUE(precision == "fp32", "precision: the ", backend, " backend implements 'fp32' only, got '", precision, "'");
+}
+
+inline void check_plane_set(int64_t plane_set) {
+  TORCH_CHECK_VALUE(plane_set == 0 || plane_set == 1, "plane_set must be 0 (eg3d) or 1 (corrected), got ", plane_set);
+}
+
+}  // namespace glue
+}  // namespace rtgaze
