@@ -40,8 +40,10 @@ def to_gpu(scene):
     return scene
 
 
-@pytest.mark.parametrize("precision", list(BOUNDS))
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+MODES = [(b, p) for b in GPU_BACKENDS for p in ops.BACKEND_PRECISIONS[b]]
+
+
+@pytest.mark.parametrize("backend, precision", MODES)
 @pytest.mark.parametrize("kw", SCENES, ids=lambda kw: f"seed{kw['seed']}")
 @pytest.mark.parametrize("plane_set", ["eg3d", "corrected"])
 def test_render_parity(kw, backend, precision, plane_set):
@@ -52,8 +54,7 @@ def test_render_parity(kw, backend, precision, plane_set):
     assert within(errors, precision), f"{backend}/{precision}: {errors} exceeds {BOUNDS[precision]}"
 
 
-@pytest.mark.parametrize("precision", list(BOUNDS))
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend, precision", MODES)
 def test_sample_decode_parity(backend, precision):
     scene = to_gpu(make_scene(seed=7, batch=2, plane_res=64))
     w = folded_decoder_weights(scene.decoder)
