@@ -1,0 +1,27 @@
+"""Fusion of the gaze-injected appearance features with the geometry features, and the triplane
+decoder (convs + one efficient transformer block) -> (B, 3, 32, P, P)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import TransformerBlock, conv_act
+from .configs import RTGazeConfig
+
+
+class TriplaneDecoder(nn.Module):
+    def __init__(self, cfg: RTGazeConfig):
+        super().__init__()
+        d = cfg.decoder_width
+        self.fuse = nn.Sequential(conv_act(2 * cfg.feat_channels, d), conv_act(d, d, 3, stride=2))
+        self.block = TransformerBlock(d, max(1, d // 32), cfg.decoder_sr_ratio)
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_act(d, d),
+                                nn.Conv2d(d, 3 * cfg.plane_channels, 3, 1, 1))
+        self.plane_channels = cfg.plane_channels
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        x = self.fuse(torch.cat([high, low], 1))
+        b, c, h, w = x.shape
+        t = self.block(x.flatten(2).transpose(1, 2), (h, w))
+        x = self.up(t.transpose(1, 2).reshape(b, c, h, w))
+        return x.view(b, 3, self.plane_channels, *x.shape[-2:])
