@@ -1,0 +1,111 @@
+"""RTGaze model (issue #3): shapes, gradients, the gaze prompt, determinism, checkpoints, gaze maths."""
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from rtgaze_fast import RTGaze
+from rtgaze_fast.gaze import angular_error_deg, gaze_to_vector, vector_to_gaze
+from rtgaze_fast.model import CONFIGS
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    return RTGaze("tiny", deterministic=True, **kw)
+
+
+def inputs(b=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 128, 128, generator=g) * 2 - 1, (torch.rand(b, 2, generator=g) - 0.5)
+
+
+def test_tiny_output_shapes():
+    out = tiny()(*inputs())
+    assert tuple(out["image"].shape) == (2, 3, 64, 64)
+    assert tuple(out["image_raw"].shape) == (2, 3, 32, 32)
+    assert tuple(out["depth"].shape) == (2, 1, 32, 32)
+    assert tuple(out["triplane"].shape) == (2, 3, 32, 64, 64)
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_base_shapes_and_size_on_meta():
+    with torch.device("meta"):
+        m = RTGaze("base")
+        x, g = torch.empty(1, 3, 512, 512), torch.empty(1, 2)
+        triplane = m.encode(x, g)
+        image = m.superres(torch.empty(1, 32, 128, 128))
+    assert tuple(triplane.shape) == (1, 3, 32, 256, 256)
+    assert tuple(image.shape) == (1, 3, 512, 512)
+    n = sum(p.numel() for p in m.parameters())
+    assert 80e6 < n < 120e6, n  # documented in docs/model.md
+    cfg = CONFIGS["base"]
+    assert (cfg.ray_res, cfg.n_samples, cfg.n_importance, cfg.output_size) == (128, 48, 48, 512)
+
+
+def test_gradients_reach_every_parameter():
+    m = tiny()
+    out = m(*inputs())
+    (out["image"].mean() + out["depth"].mean() + out["image_raw"].mean()).backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_gaze_prompt_changes_output_and_same_prompt_repeats():
+    m = tiny().eval()
+    x, g = inputs()
+    a = m.redirect(x, g)
+    b = m.redirect(x, g)
+    c = m.redirect(x, g + 0.3)
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-4
+
+
+def test_redirect_uses_the_fused_backend_and_matches_the_reference():
+    x, g = inputs(1)
+    fast, ref = tiny(backend="auto").eval(), tiny(backend="torch").eval()
+    a, b = fast.redirect(x, g), ref.redirect(x, g)
+    assert (a - b).abs().max() < 1e-4
+
+
+def test_checkpoint_round_trips_exactly(tmp_path):
+    m = tiny(seed=3)
+    path = str(tmp_path / "w.safetensors")
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, path)
+    m2 = tiny(seed=4)
+    m2.load_state_dict(load_file(path))
+    x, g = inputs(1)
+    assert torch.equal(m.redirect(x, g), m2.redirect(x, g))
+
+
+def test_stage_timing_covers_every_stage():
+    m = tiny().eval()
+    with m.time_stages() as t, torch.no_grad():
+        m(*inputs(1))
+    assert set(t) == {"encoders", "gaze", "triplane", "render", "superres"} and all(v > 0 for v in t.values())
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (dict(image=torch.zeros(1, 3, 64, 64)), ValueError),
+    (dict(image=torch.zeros(1, 3, 128, 128, dtype=torch.uint8)), TypeError),
+    (dict(gaze=torch.zeros(1, 3)), ValueError),
+    (dict(camera=torch.zeros(1, 16)), ValueError),
+])
+def test_bad_model_inputs(bad, exc):
+    x, g = inputs(1)
+    args = dict(image=x, gaze=g, camera=None)
+    args.update(bad)
+    with pytest.raises(exc, match=next(iter(bad))):
+        tiny()(**args)
+
+
+def test_gaze_vector_convention_and_errors():
+    assert torch.allclose(gaze_to_vector(torch.zeros(2)), torch.tensor([0.0, 0.0, -1.0]))
+    up = gaze_to_vector(torch.tensor([0.3, 0.0]))
+    assert up[1] < 0  # positive pitch: -y in the camera frame (y points down): looking up
+    g = torch.tensor([[0.2, -0.4], [-0.1, 0.7]])
+    assert torch.allclose(vector_to_gaze(gaze_to_vector(g)), g, atol=1e-6)
+    assert torch.allclose(angular_error_deg(g, g), torch.zeros(2), atol=1e-2)
+    err = angular_error_deg(torch.tensor([0.0, 0.0]), torch.tensor([0.0, math.radians(10)]))
+    assert abs(float(err) - 10) < 1e-3
