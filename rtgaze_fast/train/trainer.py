@@ -1,0 +1,95 @@
+"""A small trainer: progress bar, mixed precision where the device has it, gradient clipping,
+safetensors checkpoints (weights; optimiser state as a second safetensors file) and resume.
+Training renders through the reference backend ('auto' picks it when gradients are needed)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .losses import RTGazeLoss
+
+
+def _flat_optimizer_state(opt: torch.optim.Optimizer) -> tuple:
+    """Optimiser state as flat tensors (safetensors) plus JSON metadata for the rest."""
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        meta["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.contiguous()
+            else:
+                meta["state"][str(pid)][k] = v
+    return tensors, meta
+
+
+class Trainer:
+    def __init__(self, model, lr: float = 2e-4, loss: Optional[RTGazeLoss] = None, clip: float = 1.0,
+                 amp: Optional[bool] = None, device=None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
+        self.loss = (loss or RTGazeLoss()).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.99))
+        self.clip = clip
+        self.amp = self.device.type == "cuda" if amp is None else amp  # bf16 autocast on a GPU
+        self.step = 0
+
+    def train_step(self, batch: dict) -> dict:
+        """One step on a batch with 'image', 'gaze_target', 'target' and optional 'camera',
+        'eye_mask', 'teacher_depth' (tensors)."""
+        b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(b["image"], b["gaze_target"], b.get("camera"))
+        total, terms = self.loss({k: v.float() for k, v in out.items()}, b["target"], b.get("eye_mask"),
+                                 b.get("teacher_depth"))
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
+        self.opt.step()
+        self.step += 1
+        return terms
+
+    def fit(self, batches: Iterable[dict], steps: int, checkpoint: Optional[str] = None, every: int = 100) -> list:
+        from tqdm import tqdm
+        history = []
+        it = iter(batches)
+        with tqdm(total=steps, initial=self.step, desc="train", dynamic_ncols=True) as bar:
+            while self.step < steps:
+                terms = self.train_step(next(it))
+                history.append(terms)
+                bar.set_postfix(loss=f"{terms['total']:.4f}")
+                bar.update(1)
+                if checkpoint and self.step % every == 0:
+                    self.save(checkpoint)
+        if checkpoint:
+            self.save(checkpoint)
+        return history
+
+    def save(self, path: str) -> None:
+        """Weights to ``path`` (safetensors); optimiser state and step beside it (``.opt.safetensors``)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, path,
+                  metadata={"config": self.model.config.name, "step": str(self.step)})
+        tensors, meta = _flat_optimizer_state(self.opt)
+        meta["step"] = self.step
+        save_file(tensors, path + ".opt.safetensors", metadata={"json": json.dumps(meta)})
+
+    def resume(self, path: str) -> None:
+        from safetensors import safe_open
+        self.model.load_state_dict(load_file(path, device=str(self.device)))
+        with safe_open(path + ".opt.safetensors", "pt") as f:
+            meta = json.loads(f.metadata()["json"])
+        tensors = load_file(path + ".opt.safetensors", device=str(self.device))
+        state = {}
+        for pid, st in meta["state"].items():
+            state[int(pid)] = dict(st)
+        for key, v in tensors.items():
+            pid, k = key.split(".", 1)
+            state.setdefault(int(pid), {})[k] = v
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step = int(meta["step"])
