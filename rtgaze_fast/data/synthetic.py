@@ -43,6 +43,7 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from ..camera import frontal_camera, rays_from_label, split_camera_label
+from ..gaze import angular_error_deg, gaze_to_vector, vector_to_gaze  # noqa: F401 (angular_error_deg re-exported)
 
 BACKGROUND_DEPTH = 3.3        # FFHQ ray_end
 TEST_ID_OFFSET = 1_000_000    # test identities come from this id range on, train from 0
@@ -141,51 +142,29 @@ def make_identity(identity_id: int, seed: int = 0) -> IdentityParams:
 
 # ---------------------------------------------------------------- gaze conventions
 
-def _gaze_to_camera_vector(gaze: torch.Tensor) -> torch.Tensor:
-    """(..., 2) (pitch, yaw) -> (..., 3) unit vector in a camera frame, ETH-XGaze's formula.
-
-    Local copy of the convention of rtgaze_fast.gaze.gaze_to_vector (written concurrently).
-    """
-    p, y = gaze[..., 0], gaze[..., 1]
-    return torch.stack([-torch.cos(p) * torch.sin(y), -torch.sin(p), -torch.cos(p) * torch.cos(y)], -1)
-
-
-def _camera_vector_to_gaze(v: torch.Tensor) -> torch.Tensor:
-    """Inverse of _gaze_to_camera_vector for any non-zero (..., 3) vector."""
-    v = v / v.norm(dim=-1, keepdim=True)
-    return torch.stack([torch.asin(-v[..., 1].clamp(-1, 1)), torch.atan2(-v[..., 0], -v[..., 2])], -1)
-
-
 _HEAD_FROM_FRONTAL = torch.tensor([1.0, -1.0, -1.0])   # world = diag(1,-1,-1) @ frontal camera
 
 
 def gaze_to_world(gaze: torch.Tensor) -> torch.Tensor:
     """Head-frame gaze (..., 2) -> world eyeball direction (-cos p sin y, sin p, cos p cos y)."""
-    return _gaze_to_camera_vector(torch.as_tensor(gaze, dtype=torch.float32)) * _HEAD_FROM_FRONTAL
+    return gaze_to_vector(torch.as_tensor(gaze, dtype=torch.float32)) * _HEAD_FROM_FRONTAL
 
 
 def world_to_gaze(d: torch.Tensor) -> torch.Tensor:
     """World direction (..., 3) -> head-frame (pitch, yaw)."""
-    return _camera_vector_to_gaze(torch.as_tensor(d, dtype=torch.float32) * _HEAD_FROM_FRONTAL)
+    return vector_to_gaze(torch.as_tensor(d, dtype=torch.float32) * _HEAD_FROM_FRONTAL)
 
 
 def head_to_camera_gaze(gaze: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
     """Head-frame gaze (2,) -> the same eye direction as (pitch, yaw) in a (25,) camera's frame."""
     rot = split_camera_label(camera.reshape(1, 25))[0][0, :3, :3]
-    return _camera_vector_to_gaze(rot.T @ gaze_to_world(gaze))
+    return vector_to_gaze(rot.T @ gaze_to_world(gaze))
 
 
 def head_pose_of_camera(camera: torch.Tensor) -> torch.Tensor:
     """(pitch, yaw) of the head's forward direction (+z world) in a (25,) camera's frame."""
     rot = split_camera_label(camera.reshape(1, 25))[0][0, :3, :3]
-    return _camera_vector_to_gaze(rot.T @ torch.tensor([0.0, 0.0, 1.0]))
-
-
-def angular_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle in degrees between (..., 2) gazes a and b (same frame)."""
-    va = _gaze_to_camera_vector(torch.as_tensor(a, dtype=torch.float64))
-    vb = _gaze_to_camera_vector(torch.as_tensor(b, dtype=torch.float64))
-    return torch.rad2deg(torch.acos((va * vb).sum(-1).clamp(-1.0, 1.0)))
+    return vector_to_gaze(rot.T @ torch.tensor([0.0, 0.0, 1.0]))
 
 
 # ---------------------------------------------------------------- ray casting
