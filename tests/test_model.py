@@ -109,3 +109,27 @@ def test_gaze_vector_convention_and_errors():
     assert float(angular_error_deg(g, g).max()) < 1e-4
     err = angular_error_deg(torch.tensor([0.0, 0.0]), torch.tensor([0.0, math.radians(10)]))
     assert abs(float(err) - 10) < 1e-3
+
+
+@pytest.mark.parametrize("precision, atol", [
+    ("fp32", 1e-5),   # fused CPU renderer + channels-last: summation order only
+    ("bf16", 2e-2),   # bf16 autocast of the CNN/transformer parts (8-bit mantissa); measured ~1e-3
+])
+def test_optimized_path_stays_close(precision, atol):
+    ref = tiny(backend="torch").eval()
+    fast = tiny(seed=5)
+    fast.load_state_dict(ref.state_dict())
+    fast.optimize(precision=precision)
+    x, g = inputs()
+    with torch.no_grad():
+        a, b = ref(x, g), fast(x, g)
+    for k in ("image", "image_raw", "depth"):
+        assert torch.isfinite(b[k]).all()
+        assert (a[k] - b[k]).abs().max() <= atol, (k, float((a[k] - b[k]).abs().max()))
+
+
+def test_optimize_refuses_bad_options():
+    with pytest.raises(ValueError, match="precision"):
+        tiny().optimize(precision="fp8")
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        tiny().optimize(cuda_graphs=True)

@@ -42,12 +42,52 @@ class RTGaze(nn.Module):
         self.rendering_options = dict(FFHQ_OPTIONS, depth_resolution=cfg.n_samples,
                                       depth_resolution_importance=cfg.n_importance)
         self._stage_times: Optional[Dict[str, float]] = None
+        self._amp_dtype: Optional[torch.dtype] = None
+        self._graphs: Dict[tuple, tuple] = {}
+        self._use_graphs = False
 
     @classmethod
     def from_config(cls, name: str, **kw) -> "RTGaze":
         if name not in CONFIGS:
             raise ValueError(f"config must be one of {tuple(CONFIGS)}, got {name!r}")
         return cls(name, **kw)
+
+    def optimize(self, precision: Optional[str] = None, renderer_precision: str = "fp32", compile: bool = False,
+                 channels_last: bool = True, cuda_graphs: bool = False) -> "RTGaze":
+        """Switch this model to its inference fast path (one switch; returns self):
+
+        - the renderer on its fastest backend ('auto') in ``renderer_precision``;
+        - ``precision`` 'bf16' / 'fp16' autocast for the CNN and transformer parts (default: bf16
+          on a GPU, fp32 on a CPU); the renderer always composites in fp32. Measured bound on
+          random inputs: tests/test_model.py::test_optimized_path_stays_close;
+        - channels-last convolutions, ``torch.compile`` of the encoders, triplane decoder and
+          super-resolution (``compile=True``; minutes on first call), and CUDA-graph replay of the
+          whole forward for each input shape (``cuda_graphs=True``, CUDA only).
+        """
+        device = next(self.parameters()).device
+        if precision is None:
+            precision = "bf16" if device.type == "cuda" else "fp32"
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be one of {tuple(dtypes)}, got {precision!r}")
+        if cuda_graphs and device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs the model on a CUDA device")
+        self.eval()
+        self._amp_dtype = dtypes[precision]
+        self.renderer = ImportanceRenderer(backend="auto", precision=renderer_precision,
+                                           deterministic=self.renderer.deterministic)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        if compile:
+            for name in ("high", "low", "triplane", "superres"):
+                setattr(self, name, torch.compile(getattr(self, name)))
+        self._use_graphs = cuda_graphs
+        return self
+
+    def _autocast(self, device: torch.device):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self._amp_dtype)
 
     @contextlib.contextmanager
     def _stage(self, name: str, device: torch.device):
@@ -87,12 +127,13 @@ class RTGaze(nn.Module):
     def encode(self, image: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
         """Image + gaze prompt -> triplane (B, 3, 32, P, P)."""
         dev = image.device
-        with self._stage("encoders", dev):
-            high, low = self.high(image), self.low(image)
-        with self._stage("gaze", dev):
-            high = self.inject(high, self.gaze_tokens(gaze.to(image.dtype)))
-        with self._stage("triplane", dev):
-            return self.triplane(high, low)
+        with self._autocast(dev):
+            with self._stage("encoders", dev):
+                high, low = self.high(image), self.low(image)
+            with self._stage("gaze", dev):
+                high = self.inject(high, self.gaze_tokens(gaze.to(image.dtype)))
+            with self._stage("triplane", dev):
+                return self.triplane(high, low)
 
     def render(self, triplane: torch.Tensor, camera: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Triplane + camera -> the R x R feature image, raw RGB, depth and the super-resolved image."""
@@ -102,18 +143,44 @@ class RTGaze(nn.Module):
             origins, dirs = rays_from_label(camera.float(), r)
             feats, depth, _ = self.renderer(triplane.float(), self.decoder, origins, dirs, self.rendering_options)
             feats = feats.permute(0, 2, 1).reshape(b, -1, r, r)
-        with self._stage("superres", dev):
-            image = self.superres(feats.to(triplane.dtype))
+        with self._stage("superres", dev), self._autocast(dev):
+            image = self.superres(feats).float()
         return {"image": image, "image_raw": feats[:, :3], "depth": depth.permute(0, 2, 1).reshape(b, 1, r, r)}
 
     def forward(self, image: torch.Tensor, gaze: torch.Tensor, camera: Optional[torch.Tensor] = None):
         self._check(image, gaze, camera)
         if camera is None:
             camera = frontal_camera(image.shape[0], device=image.device)
+        if self._use_graphs and not torch.is_grad_enabled() and self._stage_times is None:
+            return self._graphed(image, gaze, camera)
+        return self._forward(image, gaze, camera)
+
+    def _forward(self, image, gaze, camera):
         triplane = self.encode(image, gaze)
         out = self.render(triplane, camera)
         out["triplane"] = triplane
         return out
+
+    def _graphed(self, image, gaze, camera):
+        """Replay a CUDA graph of the whole forward captured for these input shapes (static buffers)."""
+        key = (tuple(image.shape), image.dtype)
+        if key not in self._graphs:
+            static = (image.clone(), gaze.clone(), camera.clone())
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up (allocations, autotuning) outside the capture
+                    self._forward(*static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._forward(*static)
+            self._graphs[key] = (graph, static, out)
+        graph, static, out = self._graphs[key]
+        for buf, new in zip(static, (image, gaze, camera)):
+            buf.copy_(new)
+        graph.replay()
+        return {k: v.clone() for k, v in out.items()}
 
     @torch.no_grad()
     def redirect(self, image: torch.Tensor, gaze: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
