@@ -300,6 +300,52 @@ def run(cases: Sequence[Case], device="cpu", backends=None, precisions=("fp32", 
     return result
 
 
+def bench_model(config: str = "tiny", device="cpu", batch: int = 1, repeats: int = 5,
+                optimize_kw: Optional[dict] = None, progress=None) -> dict:
+    """End-to-end RTGaze: the eager reference model vs ``RTGaze.optimize(**optimize_kw)`` with the
+    same (seeded random) weights; median latency, per-stage breakdown, and the output difference."""
+    from .model import STAGES, RTGaze
+    say = progress or (lambda s: None)
+    device = torch.device(device)
+    torch.manual_seed(0)
+    eager = RTGaze(config, backend="torch", deterministic=True).to(device).eval()
+    fast = RTGaze(config, deterministic=True).to(device)
+    fast.load_state_dict(eager.state_dict())
+    kw = dict(optimize_kw or {})
+    fast.optimize(**kw)
+    gen = torch.Generator().manual_seed(1)
+    size = eager.config.image_size
+    x = (torch.rand(batch, 3, size, size, generator=gen) * 2 - 1).to(device)
+    g = (torch.rand(batch, 2, generator=gen) - 0.5).to(device)
+    result = {"config": config, "batch": batch, "optimize": kw, "stages": list(STAGES)}
+    with torch.no_grad():
+        for name, model in (("eager", eager), ("optimized", fast)):
+            say(f"RTGaze-{config} {name}")
+            out = model(x, g)
+            times = _time(lambda: model(x, g), device, repeats)
+            with model.time_stages() as st:
+                model(x, g)
+            result[name] = {"median_ms": _median(times) * 1e3, "iqr_ms": _iqr(times) * 1e3,
+                            "stages_ms": {k: st.get(k, 0.0) * 1e3 for k in STAGES}}
+            result[name + "_image"] = out["image"]
+    diff = (result.pop("eager_image") - result.pop("optimized_image")).abs().max()
+    result["max_abs_image_diff"] = float(diff)
+    result["speedup"] = result["eager"]["median_ms"] / result["optimized"]["median_ms"]
+    result["parameters"] = sum(p.numel() for p in eager.parameters())
+    return result
+
+
+def format_model(r: dict) -> str:
+    head = f"{'RTGaze-' + r['config']:<16} {'total ms':>9} " + " ".join(f"{s:>9}" for s in r["stages"])
+    lines = [head, "-" * len(head)]
+    for name in ("eager", "optimized"):
+        e = r[name]
+        lines.append(f"{name:<16} {e['median_ms']:9.2f} " + " ".join(f"{e['stages_ms'][s]:9.2f}" for s in r["stages"]))
+    lines.append(f"speedup {r['speedup']:.2f}x, max |image difference| {r['max_abs_image_diff']:.2e}, "
+                 f"{r['parameters'] / 1e6:.1f} M parameters, optimize({r['optimize']})")
+    return "\n".join(lines)
+
+
 def _finite(v):
     """Strict JSON: non-finite floats (an exact match's infinite PSNR) become strings."""
     if isinstance(v, dict):
@@ -326,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "fp16", "bf16"])
     p.add_argument("--repeats", type=int, default=None, help="timed runs per column (default 3 CPU, 20 GPU)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) column")
+    p.add_argument("--model", default=None, choices=["tiny", "base", "none"],
+                   help="also time RTGaze end to end (default: base on a GPU, tiny on a CPU)")
     p.add_argument("--out", default="out", help="folder for bench.json and bench.png (default out/)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -334,10 +382,19 @@ def main(argv=None) -> int:
     batch = args.batch or ([1, 8] if gpu else [1])
     cases = [Case(res=r, n=n, n_f=n, batch=b) for r in res for n in args.samples for b in batch]
     os.makedirs(args.out, exist_ok=True)
+    say = lambda s: print(f"[bench] {s}", flush=True)  # noqa: E731
+    model = args.model or ("base" if gpu else "tiny")
+    extra = {}
+    if model != "none":
+        kw = dict(compile=True, cuda_graphs=True) if gpu else {}
+        extra["model"] = bench_model(model, device, repeats=args.repeats or (20 if gpu else 3), optimize_kw=kw,
+                                     progress=say)
     result = run(cases, device, args.backends, args.precisions, args.repeats or (20 if gpu else 3),
                  not args.no_compile, os.path.join(args.out, "bench.json"), os.path.join(args.out, "bench.png"),
-                 progress=lambda s: print(f"[bench] {s}", flush=True))
+                 extra=extra, progress=say)
     print(result["table"])
+    if extra:
+        print(format_model(extra["model"]))
     print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
     return 0
 

@@ -2,8 +2,9 @@
 
 1. Renders the built-in head triplane (rtgaze_fast.scenes) along a built-in camera orbit with the reference and with the
    fastest backend of the device, writes the frames as one PNG and prints their agreement.
-2. Runs the side-by-side benchmark (rtgaze_fast.bench) at the built-in configurations and prints
-   the table, writing JSON and a plot.
+2. Runs ``rtgaze-fast bench`` at its built-in configurations: the renderer's backends side by
+   side, then RTGaze end to end (eager vs ``optimize()``) with its stage breakdown; prints the
+   tables and writes bench.json and bench.png.
 """
 from __future__ import annotations
 
@@ -75,14 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"max |rgb difference| {orbit['max_abs_rgb_diff_vs_reference']:.2e}")
 
     if not args.no_bench:
-        cases = ([bench.Case(res=64), bench.Case(res=128)] if device.type == "cpu"
-                 else [bench.Case(res=128), bench.Case(res=128, batch=8)])
-        res = bench.run(cases, device, repeats=3 if device.type == "cpu" else 20,
-                        json_path=os.path.join(args.out, "bench.json"),
-                        plot_path=os.path.join(args.out, "bench.png"),
-                        progress=lambda s: print(f"[bench] {s}", flush=True))
-        print(res["table"])
-        print(f"[bench] wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
+        bench.main(["--device", str(device), "--out", args.out])
     with open(os.path.join(args.out, "demo.json"), "w") as f:
         json.dump({"orbit": orbit}, f, indent=1)
     return 0
