@@ -221,10 +221,21 @@ def _timed_row(case, backend, precision, fn, ref, device, rates, repeats) -> Row
                floor_ms=floor * 1e3, floor_fraction=floor / med, errors=errors)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "device_type": device.type,
         "cpu_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -269,6 +280,8 @@ def plot(rows: Sequence[Row], path: str, title: str) -> str:
         ax.bar(range(len(ok)), [r.median_ms for r in ok], color=["#888" if r.backend.startswith("torch") else "#2a7" for r in ok])
         ax.set_xticks(range(len(ok)), labels, fontsize=7)
         ax.set_yscale("log")
+        if ok:  # start the log axis below the fastest bar so every bar is visible
+            ax.set_ylim(bottom=0.5 * min(r.median_ms for r in ok))
         ax.set_ylabel("median ms (log)")
         ax.set_title(case)
     fig.suptitle(title)
