@@ -140,11 +140,9 @@ def check_planes(planes: torch.Tensor, precision: str) -> None:
         raise ValueError(f"planes must be (B, 3, H, W, C) channels-last, got {tuple(planes.shape)}")
 
 
-# triton_op infers the schema from the annotations (they spell ops.SCHEMAS["sample_decode"]; a test
-# compares) and registers this function, which is traceable, as the op's fake implementation.
-@triton_op("rtgaze_fast::sample_decode_triton", mutates_args=())
-def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, points: Tensor,
-                         box_warp: float, plane_set: int, precision: str) -> Tuple[Tensor, Tensor]:
+def sample_decode(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, points: Tensor,
+                  box_warp: float, plane_set: int, precision: str) -> Tuple[Tensor, Tensor]:
+    """Host side of the op: checks, output buffers, launch."""
     check_planes(planes, precision)
     check("points", points, 3)
     if points.shape[0] != planes.shape[0] or points.shape[2] != 3:
@@ -162,3 +160,11 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
                                                  float(box_warp), C=C, HD=w1t.shape[1], O1P=w2t.shape[1],
                                                  PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee)
     return sigma, rgb
+
+
+# triton_op infers the schema from the annotations (they spell ops.SCHEMAS["sample_decode"]; a test
+# compares) and registers the function, which is traceable, as the op's fake implementation.
+@triton_op("rtgaze_fast::sample_decode_triton", mutates_args=())
+def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, points: Tensor,
+                         box_warp: float, plane_set: int, precision: str) -> Tuple[Tensor, Tensor]:
+    return sample_decode(planes, w1, b1, w2, b2, points, box_warp, plane_set, precision)
