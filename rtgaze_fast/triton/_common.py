@@ -12,9 +12,6 @@ import triton.language as tl
 # configs: one large block there; on a GPU the kernels autotune.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-# tl.dot needs every dimension >= 16 and tl.arange powers of two.
-DECODER_SIZES = (16, 32, 64, 128)
-
 
 def next_pow2(n: int, minimum: int = 1) -> int:
     return max(minimum, triton.next_power_of_2(int(n)))
