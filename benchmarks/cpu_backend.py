@@ -60,7 +60,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     env = bench.environment(torch.device("cpu"))
-    env.update(machine=platform.node(), cpu_isa=load().cpu_isa(), cpu_model=_cpu_model())
+    env.update(machine=platform.node(), cpu_isa=load().cpu_isa())
     result = dict(environment=env, precision="fp32", config="FFHQ 48+48, planes 3x32x256x256, batch 1",
                   rows=run(args.res, args.repeats))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -68,15 +68,6 @@ def main(argv=None):
     print(f"wrote {RESULTS}")
     return 0
 
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
