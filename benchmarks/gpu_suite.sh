@@ -20,22 +20,8 @@ TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_parit
   || log "parity FAILED"
 
 log "compute-sanitizer (tiny sizes)"
-cat >/tmp/sanitize_case.py <<'PY'
-import torch, rtgaze_fast as rf, sys
-sys.path.insert(0, "tests")
-from scenes import make_scene, render_scene
-s = make_scene(seed=1, batch=2, rays=77, n=12, n_f=8, plane_res=16)
-for name in ("planes", "ray_origins", "ray_directions", "stratified_u", "importance_u"):
-    setattr(s, name, getattr(s, name).cuda())
-s.decoder = s.decoder.cuda()
-for backend in rf.available_backends("cuda"):
-    for precision in ("fp32", "fp16") if backend != "torch" else ("fp32",):
-        render_scene(s, backend, precision=precision)
-torch.cuda.synchronize()
-print("sanitizer case done")
-PY
 for tool in memcheck racecheck initcheck; do
-  compute-sanitizer --tool $tool --error-exitcode 9 python3 /tmp/sanitize_case.py >>"$OUT/sanitizer.log" 2>&1
+  compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py >>"$OUT/sanitizer.log" 2>&1
   log "compute-sanitizer $tool rc=$? (see sanitizer.log)"
 done
 

@@ -2,8 +2,8 @@
 
 Usage::
 
-    git -C /path/to/eg3d-mirror archive HEAD eg3d | tar -x -C /tmp/eg3d_src
-    python scripts/make_eg3d_golden.py --eg3d /tmp/eg3d_src/eg3d [--out tests/golden]
+    git -C /path/to/eg3d-mirror archive HEAD eg3d | tar -x -C "$EG3D_SRC"
+    python scripts/make_eg3d_golden.py --eg3d "$EG3D_SRC"/eg3d [--out tests/golden]
 
 ``--eg3d`` is the ``eg3d/`` folder of an EG3D checkout (the one holding ``training/`` and
 ``camera_utils.py``). Nothing of EG3D is copied into this repository: this script imports

@@ -19,7 +19,7 @@ VIEWS = [(0.0, 0.3), (-0.15, -0.3)]                                          # e
 
 
 def main() -> None:
-    out = next((a for a in sys.argv[1:] if not a.startswith("--")), "/tmp/synthetic_preview.png")
+    out = next((a for a in sys.argv[1:] if not a.startswith("--")), "out/synthetic_preview.png")
     offset = TEST_ID_OFFSET if "--test" in sys.argv else 0
     rows = []
     for i in range(6):
@@ -28,6 +28,7 @@ def main() -> None:
         tiles += [render(ip, frontal_camera(yaw=y, pitch=p)[0], (0.0, 0.3))["image"] for p, y in VIEWS]
         rows.append(torch.cat(tiles, 2))
     grid = ((torch.cat(rows, 1).permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     Image.fromarray(np.ascontiguousarray(grid)).save(out)
     print(out)
 
