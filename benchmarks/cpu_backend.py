@@ -6,6 +6,7 @@ check. Writes benchmarks/results/cpu_backend.json.
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -22,14 +23,18 @@ from rtgaze_fast.precision import parity_errors, within
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_backend.json"
 
 
-def _median_seconds(fn, repeats):
-    fn()  # warm-up
-    times = []
+def _interleaved_seconds(fns, repeats):
+    """Per-function times, the functions alternating in each repeat so that load from other
+    processes on this shared machine hits both alike (the ratio is the robust figure)."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return times
 
 
 def run(res_list, repeats):
@@ -45,11 +50,15 @@ def run(res_list, repeats):
 
         errors = parity_errors(render("cpu"), render("torch"))
         assert within(errors, "fp32"), f"{case.name}: cpu backend fails the fp32 parity bound: {errors}"
-        t_ref, ref_times = _median_seconds(lambda: render("torch"), repeats)
-        t_cpu, cpu_times = _median_seconds(lambda: render("cpu"), repeats)
+        load_before = os.getloadavg()[0]
+        ref_times, cpu_times = _interleaved_seconds([lambda: render("torch"), lambda: render("cpu")], repeats)
+        t_ref, t_cpu = statistics.median(ref_times), statistics.median(cpu_times)
+        ratios = [r / c for r, c in zip(ref_times, cpu_times)]
         row = dict(case=case.name, reference_median_s=t_ref, cpu_median_s=t_cpu, speedup=t_ref / t_cpu,
-                   reference_times_s=ref_times, cpu_times_s=cpu_times, parity=errors)
-        print(f"{case.name}: reference {t_ref:.3f} s, cpu {t_cpu:.3f} s, {t_ref / t_cpu:.1f}x", flush=True)
+                   speedup_median_of_pairs=statistics.median(ratios), reference_times_s=ref_times,
+                   cpu_times_s=cpu_times, load_average_1min=[load_before, os.getloadavg()[0]], parity=errors)
+        print(f"{case.name}: reference {t_ref:.3f} s, cpu {t_cpu:.3f} s, {t_ref / t_cpu:.1f}x "
+              f"(load {load_before:.1f})", flush=True)
         rows.append(row)
     return rows
 
@@ -57,7 +66,7 @@ def run(res_list, repeats):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--res", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     env = bench.environment(torch.device("cpu"))
     env.update(machine=platform.node(), cpu_isa=load().cpu_isa())
@@ -67,7 +76,6 @@ def main(argv=None):
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -63,8 +63,19 @@ RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float*
     RTG_CHANNEL_LOOP
     for (int h = 0; h < Hd; ++h) hid[h] += f * row[h];
   }
-  RTG_CHANNEL_LOOP
-  for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus(hid[h]);
+#ifndef __CUDACC__
+  if (HF > 0) {  // compile-time width: every exp, then every log (see rtg_softplus_exp)
+    float e[HF > 0 ? HF : 1];
+    RTG_CHANNEL_LOOP
+    for (int h = 0; h < Hd; ++h) e[h] = rtg_softplus_exp(hid[h]);
+    RTG_CHANNEL_LOOP
+    for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus_from(hid[h], e[h]);
+  } else
+#endif
+  {
+    RTG_CHANNEL_LOOP
+    for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus(hid[h]);
+  }
   for (int o = 0; o < O1; ++o) out[o] = b2[o];
   for (int h = 0; h < Hd; ++h) {
     const float x = hid[h];
