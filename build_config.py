@@ -21,7 +21,7 @@ CPU_SOURCES = [
     "csrc/torch/ops.cpp",
     "csrc/torch/module.cpp",
 ]
-CUDA_SOURCES = ["csrc/cuda/render_fwd.cu", "csrc/torch/cuda_glue.cpp"]
+CUDA_SOURCES = ["csrc/cuda/render_fwd.cu", "csrc/cuda/render_half.cu", "csrc/torch/cuda_glue.cpp"]
 
 INCLUDE_DIRS = ["csrc/include"]
 CUDA_KERNEL_SOURCES = [s for s in CUDA_SOURCES if s.endswith(".cu")]

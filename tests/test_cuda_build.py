@@ -27,7 +27,7 @@ def test_cu_compiles_for_default_archs(source, tmp_path):
            *[f"-I{ROOT / d}" for d in build_config.INCLUDE_DIRS],
            *[f for f in build_config.NVCC_FLAGS if f != "-Xptxas=-v"],
            *build_config.nvcc_gencode_flags(build_config.DEFAULT_CUDA_ARCH_LIST)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     # One architecture spills 4 bytes of the fused render kernel (168 registers); more is a regression.
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", res.stderr)]

@@ -1,5 +1,6 @@
-// The CUDA kernels (fp32): one thread per ray (or point), decoder weights in shared memory, the
-// per-sample math from the shared headers (csrc/include/rtgaze). CUDA headers only, no torch.
+// The fp32 CUDA kernels (fp16/bf16: render_half.cu): one thread per ray (or point), decoder
+// weights in shared memory, the per-sample math from the shared headers (csrc/include/rtgaze).
+// CUDA headers only, no torch.
 #include <cuda_runtime.h>
 
 #include "kernels.h"
@@ -37,7 +38,7 @@ __global__ void __launch_bounds__(kThreads) render_kernel(const RenderParams p) 
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.rays) return;
   const int N = p.N, Nf = p.Nf, S = N + Nf;
-  const float* planes_b = p.planes + (i / p.R) * 3LL * p.H * p.W * kC;
+  const float* planes_b = static_cast<const float*>(p.planes) + (i / p.R) * 3LL * p.H * p.W * kC;
   const float o[3] = {p.origins[3 * i], p.origins[3 * i + 1], p.origins[3 * i + 2]};
   const float d[3] = {p.dirs[3 * i], p.dirs[3 * i + 1], p.dirs[3 * i + 2]};
   const float lo = p.start[i], hi = p.end[i];
@@ -120,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) sample_decode_kernel(const SampleDec
   load_decoder(p.dec, dec);
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.count) return;
-  const float* planes_b = p.planes + (i / p.M) * 3LL * p.H * p.W * kC;
+  const float* planes_b = static_cast<const float*>(p.planes) + (i / p.M) * 3LL * p.H * p.W * kC;
   float feat[kC], hid[kHidden], out[kOut1], col[kOut1 - 1];
   rtg_triplane_features<kC>(planes_b, p.H, p.W, kC, p.points + 3 * i, p.box_warp, p.plane_set, feat);
   rtg_decode<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2, hid, out,
@@ -156,12 +157,14 @@ unsigned blocks(long long n) { return static_cast<unsigned>((n + kThreads - 1) /
 
 cudaError_t render_fwd(const RenderParams& p, cudaStream_t stream) {
   if (p.rays == 0) return cudaSuccess;
+  if (p.precision != Precision::kFp32) return render_half_fwd(p, stream);
   render_kernel<<<blocks(p.rays), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 cudaError_t sample_decode_fwd(const SampleDecodeParams& p, cudaStream_t stream) {
   if (p.count == 0) return cudaSuccess;
+  if (p.precision != Precision::kFp32) return sample_decode_half_fwd(p, stream);
   sample_decode_kernel<<<blocks(p.count), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }

@@ -23,9 +23,10 @@ inline Tensor new_output(at::IntArrayRef shape, const Tensor& like) {
   return t;
 }
 
-inline void check_input(const Tensor& t, const char* name, int64_t dim, c10::DeviceType device = c10::kCPU) {
+inline void check_input(const Tensor& t, const char* name, int64_t dim, c10::DeviceType device = c10::kCPU,
+                        at::ScalarType dtype = at::kFloat) {
   TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device().type() == device, name, " must be a ", c10::DeviceTypeName(device, true),
                     " tensor for this backend, got ", t.device());
   TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous");

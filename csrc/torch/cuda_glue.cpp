@@ -19,10 +19,33 @@ namespace rc = rtgaze::cuda;
 
 void check_cuda(const Tensor& t, const char* name, int64_t dim) { check_input(t, name, dim, c10::kCUDA); }
 
+// A launch error as an exception; a GPU this build has no code for gets the rebuild command.
 void check_launch(cudaError_t err, const char* kernel) {
-  TORCH_CHECK(err == cudaSuccess, "rtgaze_fast ", kernel, " kernel failed to launch: ", cudaGetErrorString(err),
-              ". If this is 'no kernel image', rebuild with TORCH_CUDA_ARCH_LIST including this GPU's "
-              "architecture");
+  if (err == cudaSuccess) return;
+  if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
+    int dev = 0, major = 0, minor = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    TORCH_CHECK(false, "rtgaze_fast: the ", kernel, " kernel has no code for this GPU (compute capability ", major,
+                ".", minor, "): ", cudaGetErrorString(err), ". Rebuild the extension for it: TORCH_CUDA_ARCH_LIST=\"",
+                major, ".", minor, "\" pip install --no-build-isolation -e . (nvcc 13 builds 7.5 and newer)");
+  }
+  TORCH_CHECK(false, "rtgaze_fast: the ", kernel, " kernel failed to launch: ", cudaGetErrorString(err));
+}
+
+// The kernels' precision for a mode: tf32 runs the fp32 kernels (exact fp32 is inside tf32's
+// bound); fp16 and bf16 take 16-bit planes and run the MLP on tensor cores.
+rc::Precision kernel_precision(c10::string_view precision) {
+  const std::string p(precision);
+  if (p == "fp32" || p == "tf32") return rc::Precision::kFp32;
+  if (p == "fp16") return rc::Precision::kFp16;
+  TORCH_CHECK_VALUE(p == "bf16", "precision must be one of 'fp32', 'tf32', 'fp16', 'bf16', got '", p, "'");
+  return rc::Precision::kBf16;
+}
+
+at::ScalarType plane_dtype(rc::Precision precision) {
+  return precision == rc::Precision::kFp16 ? at::kHalf : precision == rc::Precision::kBf16 ? at::kBFloat16 : at::kFloat;
 }
 
 // Folded weights zero-padded to the kernels' sizes (a zero channel / hidden unit / output changes
@@ -34,8 +57,12 @@ struct Padded {
   }
 };
 
-Padded pad_inputs(const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2) {
-  check_cuda(planes, "planes", 5);
+// planes: the mode's dtype (fp32 planes in a 16-bit mode are converted here, as the triton backend accepts them).
+Padded pad_inputs(const Tensor& planes_in, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+                  rc::Precision precision) {
+  const at::ScalarType dtype = plane_dtype(precision);
+  const Tensor planes = planes_in.scalar_type() == at::kFloat ? planes_in.to(dtype) : planes_in;
+  check_input(planes, "planes", 5, c10::kCUDA, dtype);
   check_cuda(w1, "w1", 2);
   check_cuda(b1, "b1", 1);
   check_cuda(w2, "w2", 2);
@@ -59,16 +86,16 @@ Padded pad_inputs(const Tensor& planes, const Tensor& w1, const Tensor& b1, cons
 std::tuple<Tensor, Tensor> sample_decode_cuda(const Tensor& planes, const Tensor& w1, const Tensor& b1,
                                               const Tensor& w2, const Tensor& b2, const Tensor& points,
                                               double box_warp, int64_t plane_set, c10::string_view precision) {
-  check_precision("cuda", std::string(precision));
+  const rc::Precision prec = kernel_precision(precision);
   check_plane_set(plane_set);
   const c10::cuda::CUDAGuard guard(planes.device());
-  const Padded pad = pad_inputs(planes, w1, b1, w2, b2);
+  const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
   check_cuda(points, "points", 3);
   TORCH_CHECK_VALUE(points.size(0) == planes.size(0) && points.size(2) == 3, "points must be (B=", planes.size(0),
                     ", M, 3), got ", points.sizes());
   const int64_t B = points.size(0), M = points.size(1), O = w2.size(0) - 1;
   Tensor sigma = new_output({B, M}, points), rgb = new_output({B, M, O}, points);
-  rc::SampleDecodeParams p{pad.planes.data_ptr<float>(), static_cast<int>(planes.size(2)),
+  rc::SampleDecodeParams p{pad.planes.data_ptr(), prec, static_cast<int>(planes.size(2)),
                            static_cast<int>(planes.size(3)), pad.dec(), points.data_ptr<float>(), B * M, M,
                            static_cast<int>(O), static_cast<int>(plane_set), static_cast<float>(box_warp),
                            sigma.data_ptr<float>(), rgb.data_ptr<float>()};
@@ -120,10 +147,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
     const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
     const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
     int64_t plane_set, c10::string_view precision) {
-  check_precision("cuda", std::string(precision));
+  const rc::Precision prec = kernel_precision(precision);
   check_plane_set(plane_set);
   const c10::cuda::CUDAGuard guard(planes.device());
-  const Padded pad = pad_inputs(planes, w1, b1, w2, b2);
+  const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
   check_cuda(ray_origins, "ray_origins", 3);
   check_cuda(ray_directions, "ray_directions", 3);
   const int64_t B = planes.size(0), R = ray_origins.size(1);
@@ -149,7 +176,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
   Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
          wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
   rc::RenderParams p{};
-  p.planes = pad.planes.data_ptr<float>();
+  p.planes = pad.planes.data_ptr();
+  p.precision = prec;
   p.H = static_cast<int>(planes.size(2));
   p.W = static_cast<int>(planes.size(3));
   p.dec = pad.dec();

@@ -1,7 +1,11 @@
-// Shared by the CPU and CUDA kernels. These headers include nothing themselves: the including
-// translation unit brings <cmath>/<cstdint> (CPU) or the CUDA runtime first, which lets the CPU
-// build include them inside a per-ISA namespace (see csrc/cpu/render_cpu_*.cpp).
+// Shared by the CPU and CUDA kernels. For the CPU these headers include nothing themselves: the
+// including translation unit brings <cstdint> first, which lets the CPU build include them inside
+// a per-ISA namespace (see csrc/cpu/render_cpu_*.cpp). nvcc gets the 16-bit float types here.
 #pragma once
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
 
 #ifdef __CUDACC__
 #define RTG_HD __host__ __device__ __forceinline__
@@ -12,6 +16,13 @@
 #define RTG_HD static inline __attribute__((always_inline))
 #define RTG_CHANNEL_LOOP _Pragma("omp simd")
 #define RTG_FLOOR __builtin_floorf
+#endif
+
+// Texels as fp32 (the fp16/bf16 precision modes store planes in 16 bits, sample in fp32).
+RTG_HD float rtg_to_float(float x) { return x; }
+#ifdef __CUDACC__
+RTG_HD float rtg_to_float(__half x) { return __half2float(x); }
+RTG_HD float rtg_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 #endif
 
 // Index of a plane's (u, v) coordinates in the point, per plane set (options.PLANE_SETS):

@@ -10,8 +10,9 @@
 
 // Add the bilinear tap of one channels-last plane at normalised (u, v) into acc[C], as
 // grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False): taps outside add 0.
-template <int CF>
-RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C_, float u, float v, float* acc) {
+// T: the texel type (float; __half or __nv_bfloat16 in CUDA's 16-bit modes), summed in fp32.
+template <int CF, class T>
+RTG_HD void rtg_bilinear_add(const T* plane, int H, int W, int C_, float u, float v, float* acc) {
   const int C = RTG_SIZE(CF, C_);
   const float ix = ((u + 1.0f) * W - 1.0f) * 0.5f;
   const float iy = ((v + 1.0f) * H - 1.0f) * 0.5f;
@@ -27,16 +28,16 @@ RTG_HD void rtg_bilinear_add(const float* plane, int H, int W, int C_, float u, 
   for (int k = 0; k < 4; ++k) {
     const long x = x0 + (k & 1), y = y0 + (k >> 1);
     if (x < 0 || x >= W || y < 0 || y >= H) continue;
-    const float* texel = plane + (static_cast<long>(y) * W + x) * C;
+    const T* texel = plane + (static_cast<long>(y) * W + x) * C;
     const float wk = wts[k];
     RTG_CHANNEL_LOOP
-    for (int c = 0; c < C; ++c) acc[c] += wk * texel[c];
+    for (int c = 0; c < C; ++c) acc[c] += wk * rtg_to_float(texel[c]);
   }
 }
 
 // The mean of the three planes' taps at point p (world units) into feat[C].
-template <int CF>
-RTG_HD void rtg_triplane_features(const float* planes_b, int H, int W, int C_, const float* p, float box_warp,
+template <int CF, class T>
+RTG_HD void rtg_triplane_features(const T* planes_b, int H, int W, int C_, const float* p, float box_warp,
                                   int plane_set, float* feat) {
   const int C = RTG_SIZE(CF, C_);
   for (int c = 0; c < C; ++c) feat[c] = 0.0f;
@@ -45,7 +46,7 @@ RTG_HD void rtg_triplane_features(const float* planes_b, int H, int W, int C_, c
   for (int k = 0; k < 3; ++k) {
     int iu, iv;
     plane_axes(plane_set, k, &iu, &iv);
-    rtg_bilinear_add<CF>(planes_b + static_cast<long>(k) * H * W * C, H, W, C, q[iu], q[iv], feat);
+    rtg_bilinear_add<CF, T>(planes_b + static_cast<long>(k) * H * W * C, H, W, C, q[iu], q[iv], feat);
   }
   for (int c = 0; c < C; ++c) feat[c] = feat[c] / 3.0f;
 }
