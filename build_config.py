@@ -58,6 +58,15 @@ def cuda_arch_list() -> str:
     return os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCH_LIST
 
 
+def _macros(cuda: bool) -> list:
+    """-D macros: RTGAZE_WITH_CUDA, and the arch list for the module's build_info() with '_' for
+    ';' (a value with no character a shell or ninja would split on; module.cpp turns it back)."""
+    if not cuda:
+        return []
+    archs = "_".join(cuda_arch_list().replace(";", " ").split())
+    return [("RTGAZE_WITH_CUDA", None), ("RTGAZE_CUDA_ARCHS", archs)]
+
+
 def extension():
     """The setuptools Extension (CppExtension, or CUDAExtension when torch has CUDA and sources exist)."""
     from torch.utils import cpp_extension
@@ -69,7 +78,7 @@ def extension():
         NAME,
         [os.path.relpath(s, ROOT) for s in sources()],
         include_dirs=[str(ROOT / d) for d in INCLUDE_DIRS],
-        define_macros=[("RTGAZE_WITH_CUDA", None)] if cuda else [],
+        define_macros=_macros(cuda),
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS} if cuda else {"cxx": CXX_FLAGS},
         extra_link_args=LINK_FLAGS,
     )
@@ -83,7 +92,7 @@ def jit_load(verbose: bool = False):
         name="rtgaze_fast_C",
         sources=sources(),
         extra_include_paths=[str(ROOT / d) for d in INCLUDE_DIRS],
-        extra_cflags=CXX_FLAGS + (["-DRTGAZE_WITH_CUDA"] if cuda else []),
+        extra_cflags=CXX_FLAGS + [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in _macros(cuda)],
         extra_cuda_cflags=NVCC_FLAGS,
         extra_ldflags=LINK_FLAGS,
         with_cuda=cuda,

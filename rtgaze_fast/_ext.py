@@ -1,16 +1,20 @@
 """Finds the compiled extension and reports why a compiled backend is missing.
 
 Importing ``rtgaze_fast._C`` (built by setup.py) registers the ``*_cpu`` ops, and ``*_cuda`` in
-a CUDA build. When it is missing and this is a source checkout, it is JIT-built once with
+a CUDA build. When it is missing, or in a source checkout older than its sources (csrc/,
+build_config.py edited since the build: stale), it is JIT-built once with
 ``torch.utils.cpp_extension.load`` (same sources and flags, from build_config.py; cached
-afterwards). Set ``RTGAZE_FAST_NO_JIT=1`` to skip that. Loading is lazy: ``import rtgaze_fast``
-never compiles anything.
+afterwards) and the stale one is not imported (both would register the same ops). Set
+``RTGAZE_FAST_NO_JIT=1`` to never JIT-build (a stale ``_C`` is then used, with a warning).
+Loading is lazy: ``import rtgaze_fast`` never compiles anything.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -32,12 +36,36 @@ def _jit_build():
     return build_config.jit_load()
 
 
+def _stale_reason() -> Optional[str]:
+    """Why the built ``_C`` is older than the sources of this checkout, or None (also when there
+    is no ``_C`` or no sources: an installed wheel is never stale)."""
+    spec = importlib.util.find_spec("rtgaze_fast._C")
+    if spec is None or not spec.origin or not (_ROOT / "csrc").is_dir():
+        return None
+    built = os.path.getmtime(spec.origin)
+    sources = [p for p in (_ROOT / "csrc").rglob("*") if p.is_file()] + [_ROOT / "build_config.py"]
+    newer = [p for p in sources if p.exists() and p.stat().st_mtime > built]
+    if not newer:
+        return None
+    return (f"{spec.origin} is older than {newer[0].relative_to(_ROOT)}; rebuild it with "
+            "`pip install --no-build-isolation -e .`")
+
+
+def _import_built():
+    stale = _stale_reason()
+    if stale is not None:
+        if os.environ.get("RTGAZE_FAST_NO_JIT") != "1":
+            raise ImportError(f"stale extension: {stale}")
+        warnings.warn(f"rtgaze_fast: using a stale compiled extension ({stale})")
+    return importlib.import_module("rtgaze_fast._C")
+
+
 def load():
     """The compiled extension module, or None (the reason is kept for ``why_unavailable``)."""
     if not _state["tried"]:
         _state["tried"] = True
         try:
-            _state["module"] = importlib.import_module("rtgaze_fast._C")
+            _state["module"] = _import_built()
         except ImportError as first:
             try:
                 _state["module"] = _jit_build()
