@@ -28,11 +28,11 @@ template <int CF, int HF, int OF>
 static void render_sized(const RenderArgs& a, long begin, long end) {
   const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1;
   const long per_sample = 2L * (N + Nf + S) + static_cast<long>(N + Nf + S) * O;
-  float* buf = new float[per_sample + 3L * N + a.planes.C + a.dec.Hd + a.dec.O1 + O];
+  float* buf = new float[per_sample + 3L * N + a.planes.C + a.dec.Hd + a.dec.O1];
   float *tc = buf, *sc = tc + N, *tf = sc + N, *sf = tf + Nf, *tm = sf + Nf, *sm = tm + S;
   float *cc = sm + S, *cf = cc + static_cast<long>(N) * O, *cm = cf + static_cast<long>(Nf) * O;
-  float *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N, *rgb_tmp = bins + N;
-  float* scratch = rgb_tmp + O;
+  float *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N;
+  float* scratch = bins + N;
   for (long i = begin; i < end; ++i) {
     const long b = i / a.R;
     const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i, *u = a.su + i * N;
@@ -50,12 +50,13 @@ static void render_sized(const RenderArgs& a, long begin, long end) {
     float *t = tc, *sig = sc, *col = cc;
     int n = N;
     if (Nf > 0) {
-      float dd, ww;
-      rtg_march(tc, sc, cc, N, O, false, rgb_tmp, &dd, &ww, w);
+      float T = 1.0f;  // the coarse weights alone (no colours)
+      for (int k = 0; k + 1 < N; ++k) w[k] = rtg_march_step(tc[k], tc[k + 1], sc[k], sc[k + 1], &T);
       rtg_importance_cdf(w, N, cdf);
       for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
       const float* ui = a.iu + i * Nf;
-      for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf(bins, cdf, N, ui[j]);
+      int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
+      for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
       eval_ray_points<CF, HF, OF>(a, b, o, d, tf, Nf, sf, cf, scratch);
       // Both lists are sorted (u is sorted by the host, the inverse CDF is monotone): merge.
       int x = 0, y = 0;

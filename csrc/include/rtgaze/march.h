@@ -57,14 +57,22 @@ RTG_HD void rtg_importance_cdf(const float* w, int N, float* cdf) {
 }
 
 // Inverse CDF of one u: bins are the N-1 coarse midpoints, cdf has N-2 entries (K = N-3 bins of
-// weight; EG3D's half-bin shift: interval k+1's weight sits on bin k).
-RTG_HD float rtg_sample_pdf(const float* bins, const float* cdf, int N, float u) {
+// weight; EG3D's half-bin shift: interval k+1's weight sits on bin k). *idx: where the search
+// starts, left at its result; a u no smaller than the previous one may start from that one's
+// result (cdf is non-decreasing), which makes a sorted run of u one merge instead of N scans.
+RTG_HD float rtg_sample_pdf_from(const float* bins, const float* cdf, int N, float u, int* start) {
   const int K = N - 3;
-  int idx = 0;  // searchsorted(cdf, u, right=True): the number of cdf entries <= u
+  int idx = *start;  // searchsorted(cdf, u, right=True): the number of cdf entries <= u
   while (idx <= K && cdf[idx] <= u) ++idx;
+  *start = idx;
   const int lo = idx - 1 > 0 ? idx - 1 : 0;
   const int hi = idx < K ? idx : K;
   float denom = cdf[hi] - cdf[lo];
   denom = denom < 1e-5f ? 1.0f : denom;
   return bins[lo] + (u - cdf[lo]) / denom * (bins[hi] - bins[lo]);
+}
+
+RTG_HD float rtg_sample_pdf(const float* bins, const float* cdf, int N, float u) {
+  int start = 0;
+  return rtg_sample_pdf_from(bins, cdf, N, u, &start);
 }
