@@ -24,12 +24,14 @@ else:
     class OptionalBuildExtension(BuildExtension):
         """Warn instead of failing when the extension cannot be compiled here."""
 
-        def build_extension(self, ext):
+        def build_extensions(self):
             try:
-                super().build_extension(ext)
+                super().build_extensions()
             except Exception as e:  # compiler missing or failing: keep the pure-Python install
                 warnings.warn(f"rtgaze-fast: the compiled extension was not built ({e}); the 'cpu' and "
                               "'cuda' backends are unavailable until it is (see rtgaze_fast/_ext.py)")
+                # Nothing was built: nothing to copy in place (--inplace, -e) or to package.
+                self.extensions = []
 
     ext_modules = [build_config.extension()]
     cmdclass = {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
