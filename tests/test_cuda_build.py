@@ -115,3 +115,21 @@ def test_a_stale_extension_is_detected(tmp_path, monkeypatch):
     monkeypatch.setenv("RTGAZE_FAST_NO_JIT", "0")
     with pytest.raises(ImportError, match="stale"):
         _ext._import_built()
+
+
+def test_setup_without_a_compiler_installs_pure_python(tmp_path):
+    """setup.py with a missing compiler warns and still completes (the in-place copy too)."""
+    import shutil as sh
+    for name in ("setup.py", "build_config.py", "pyproject.toml", "README.md"):
+        if (ROOT / name).exists():
+            sh.copy(ROOT / name, tmp_path / name)
+    sh.copytree(ROOT / "csrc", tmp_path / "csrc")
+    (tmp_path / "rtgaze_fast").mkdir()
+    for f in (ROOT / "rtgaze_fast").glob("*.py"):
+        sh.copy(f, tmp_path / "rtgaze_fast" / f.name)
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-c++"), CC=str(tmp_path / "no-such-cc"))
+    res = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the compiled extension was not built" in res.stderr
+    assert not list((tmp_path / "rtgaze_fast").glob("_C*.so"))
