@@ -4,7 +4,9 @@ JIT fallback in rtgaze_fast/_ext.py.
 - The CPU kernels always build (any C++17 compiler); csrc/cpu/render_cpu_avx2.cpp is compiled
   for AVX2+FMA through a target pragma and chosen at run time, so no -march=native is needed.
 - The CUDA kernels build only when the installed torch has CUDA (the CPU wheel cannot link
-  them); architectures come from TORCH_CUDA_ARCH_LIST, default below.
+  them); architectures come from TORCH_CUDA_ARCH_LIST, default below. render_fwd.cu holds the
+  fp32 kernels (also the tf32 mode), render_half.cu the fp16/bf16 ones (WMMA tensor cores).
+- CMakeLists.txt builds the same sources for C++ users and mirrors these flags by hand.
 """
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ build_config.py edited since the build: stale), it is JIT-built once with
 ``torch.utils.cpp_extension.load`` (same sources and flags, from build_config.py; cached
 afterwards) and the stale one is not imported (both would register the same ops). Set
 ``RTGAZE_FAST_NO_JIT=1`` to never JIT-build (a stale ``_C`` is then used, with a warning).
-Loading is lazy: ``import rtgaze_fast`` never compiles anything.
+Loading is lazy: ``import rtgaze_fast`` never compiles anything. ``build_info()`` of the module
+says what a build holds (backends, CPU instruction set, compiler, CUDA architectures);
+``RTGAZE_FAST_CPU_ISA=baseline`` makes the CPU kernels skip their AVX2+FMA build.
 """
 from __future__ import annotations
 
