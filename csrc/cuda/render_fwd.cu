@@ -66,8 +66,9 @@ __global__ void __launch_bounds__(kThreads) render_kernel(const RenderParams p) 
     float bins[kMaxSamples];
     for (int k = 0; k + 1 < N; ++k) bins[k] = (t[k] + t[k + 1]) * 0.5f;
     const float* ui = p.iu + i * Nf;
+    int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
     for (int j = 0; j < Nf; ++j) {
-      t[N + j] = rtg_sample_pdf(bins, cdf, N, ui[j]);
+      t[N + j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
       point_features(planes_b, p.H, p.W, o, d, t[N + j], p.box_warp, p.plane_set, feat);
       sg[N + j] = rtg_decode_sigma<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2,
                                                        hid);

@@ -160,8 +160,9 @@ __global__ void __launch_bounds__(kHalfThreads) render_half_kernel(const RenderP
     float bins[kMaxSamples];
     for (int k = 0; k + 1 < N; ++k) bins[k] = (t[k] + t[k + 1]) * 0.5f;
     const float* ui = p.iu + i * Nf;
+    int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
     for (int j = 0; j < Nf; ++j) {
-      t[N + j] = rtg_sample_pdf(bins, cdf, N, ui[j]);
+      t[N + j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
       point_features(planes_b, p.H, p.W, o, d, t[N + j], p.box_warp, p.plane_set, feat);
       sg[N + j] = warp_decode<T, false>(feat, dec, tiles, nullptr);
     }
