@@ -1,31 +1,111 @@
-"""Shared pieces of the Triton kernels: per-sample math as @triton.jit helpers, launch
-configuration, and the host-side checks every wrapper makes."""
+"""Shared pieces of the Triton kernels: per-sample math as @triton.jit helpers (bilinear taps,
+projection, mean of planes, the decoder MLP), launch configuration, op registration, and the
+host-side checks every wrapper makes."""
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op
+
+from .. import ops
 
 # The interpreter (CPU tests) runs ~5 ms per program instance and cannot autotune over several
 # configs: one large block there; on a GPU the kernels autotune.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Decoder sizes (C, hidden, 1 + out_dim) are zero-padded to powers of two >= 16 for tl.dot;
+# above this the two layers no longer fit one program's registers.
+MAX_DECODER_SIZE = 128
+
+_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# torch 2.13 accepts (and ignores) triton_op's schema argument; older ones lack it. Either way
+# the schema is inferred from the annotations, and register() checks it equals ops.SCHEMAS.
+_TAKES_SCHEMA = "schema" in inspect.signature(triton_op).parameters
+
+
+def register(family: str):
+    """Decorator: register ``fn`` as ``rtgaze_fast::<family>_triton`` with the family's schema."""
+    name = f"{ops.NAMESPACE}::{ops.op_name(family, 'triton')}"
+    extra = {"schema": ops.SCHEMAS[family]} if _TAKES_SCHEMA else {}
+
+    def dec(fn):
+        op = triton_op(name, mutates_args=(), **extra)(fn)
+        got = str(getattr(getattr(torch.ops, ops.NAMESPACE), ops.op_name(family, "triton")).default._schema)
+        # triton_op infers int arguments as SymInt, which accepts the same values.
+        if _squash(got.split("(", 1)[1].replace("SymInt", "int")) != _squash(ops.SCHEMAS[family].split("(", 1)[1]):
+            raise RuntimeError(f"{name} registered with schema {got}, not ops.SCHEMAS[{family!r}]")
+        return op
+    return dec
+
+
+def _squash(s: str) -> str:
+    return s.replace(" ", "")
 
 
 def next_pow2(n: int, minimum: int = 1) -> int:
     return max(minimum, triton.next_power_of_2(int(n)))
 
 
-def check(name: str, t: torch.Tensor, dim: int, dtypes=(torch.float32,)) -> None:
+def check(name: str, t: Tensor, dim: int, dtypes=(torch.float32,), device=None) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     if t.dim() != dim:
         raise ValueError(f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
         raise TypeError(f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, the planes on {device}")
     if not t.is_contiguous():
         raise ValueError(f"{name} must be contiguous")
     if t.numel() > 2 ** 31 - 1:
         raise ValueError(f"{name} has {t.numel()} elements, more than the kernels index (2**31-1)")
+
+
+def check_planes(planes: Tensor, precision: str) -> None:
+    dot_mode(precision)
+    check("planes", planes, 5, (torch.float32, _HALF.get(precision, torch.float32)))
+    if planes.shape[1] != 3:
+        raise ValueError(f"planes must be (B, 3, H, W, C) channels-last, got {tuple(planes.shape)}")
+    if planes.device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"the triton backend needs CUDA tensors (planes are on {planes.device}); CPU tensors "
+                         "run only under TRITON_INTERPRET=1, for tests")
+
+
+def dot_mode(precision: str):
+    """(DOT_DTYPE, IEEE) constexprs of a precision mode."""
+    if precision not in ops.BACKEND_PRECISIONS["triton"]:
+        raise ValueError(f"precision must be one of {ops.BACKEND_PRECISIONS['triton']}, got {precision!r}")
+    if precision == "fp32":
+        return tl.float32, True
+    return {"tf32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}[precision], False
+
+
+def prepare_decoder(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, channels: int, device):
+    """Checked, transposed weights zero-padded to powers of two >= 16 (zero weights add nothing):
+    (w1t (CP, HDP), b1 (HDP,), w2t (HDP, O1P), b2 (O1P,), O)."""
+    for name, t, dim in (("w1", w1, 2), ("b1", b1, 1), ("w2", w2, 2), ("b2", b2, 1)):
+        check(name, t, dim, device=device)
+    hd, o1 = w1.shape[0], w2.shape[0]
+    if w1.shape[1] != channels or b1.shape != (hd,) or w2.shape[1] != hd or b2.shape != (o1,):
+        raise ValueError(f"decoder weights do not chain: w1 {tuple(w1.shape)}, b1 {tuple(b1.shape)}, "
+                         f"w2 {tuple(w2.shape)}, b2 {tuple(b2.shape)} for C={channels}")
+    if max(channels, hd, o1) > MAX_DECODER_SIZE or o1 < 2:
+        raise ValueError(f"the triton backend supports decoders with C, hidden and 1 + out_dim each at most "
+                         f"{MAX_DECODER_SIZE} (any size; padded to powers of two >= 16) and out_dim >= 1; got "
+                         f"C={channels}, hidden={hd}, 1 + out_dim={o1}")
+    cp, hdp, o1p = next_pow2(channels, 16), next_pow2(hd, 16), next_pow2(o1, 16)
+    return _pad(w1.t(), (cp, hdp)), _pad(b1, (hdp,)), _pad(w2.t(), (hdp, o1p)), _pad(b2, (o1p,)), o1 - 1
+
+
+def _pad(t: Tensor, shape) -> Tensor:
+    out = torch.zeros(shape, device=t.device, dtype=torch.float32)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out
 
 
 @triton.jit
@@ -37,3 +117,69 @@ def softplus(x):
 @triton.jit
 def widened_sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x)) * (1.0 + 2.0 * 0.001) - 0.001
+
+
+@triton.jit
+def bilinear_tap(planes_ptr, base, u, v, H, W, C, CP: tl.constexpr, mask):
+    """Bilinear tap (zeros outside, align_corners=False) of one channels-last plane: (BLOCK, CP),
+    channels past C zero. Half planes are converted to fp32 right after loading."""
+    ix = ((u + 1.0) * W - 1.0) * 0.5
+    iy = ((v + 1.0) * H - 1.0) * 0.5
+    fx = tl.floor(ix)
+    fy = tl.floor(iy)
+    tx = ix - fx
+    ty = iy - fy
+    x0 = fx.to(tl.int32)
+    y0 = fy.to(tl.int32)
+    c = tl.arange(0, CP)
+    acc = tl.zeros((u.shape[0], CP), dtype=tl.float32)
+    for k in tl.static_range(4):
+        x = x0 + (k % 2)
+        y = y0 + (k // 2)
+        wx = tx if k % 2 == 1 else 1.0 - tx
+        wy = ty if k // 2 == 1 else 1.0 - ty
+        ok = mask & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+        off = base + (y * W + x).to(tl.int64) * C
+        val = tl.load(planes_ptr + off[:, None] + c[None, :], mask=ok[:, None] & (c < C)[None, :],
+                      other=0.0).to(tl.float32)
+        acc += (wx * wy)[:, None] * val
+    # NaN coordinates propagate like grid_sample (every weight is NaN).
+    return tl.where((ix != ix)[:, None] | (iy != iy)[:, None], float("nan"), acc)
+
+
+@triton.jit
+def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp, C,
+                  CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+                  DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+    """sigma_raw (BLOCK,) and the decoder output (BLOCK, O1P) through the widened sigmoid (column 0
+    is sigma's, unused; colours are columns 1..O) of a block of points."""
+    scale = 2.0 / box_warp
+    qx = px * scale
+    qy = py * scale
+    qz = pz * scale
+    plane = H * W * C
+    base = b_idx.to(tl.int64) * 3 * plane
+    feat = bilinear_tap(planes_ptr, base, qx, qy, H, W, C, CP, mask)
+    feat += bilinear_tap(planes_ptr, base + plane, qx, qz, H, W, C, CP, mask)
+    if PLANE_SET == 0:
+        feat += bilinear_tap(planes_ptr, base + 2 * plane, qz, qx, H, W, C, CP, mask)  # EG3D's ZX plane
+    else:
+        feat += bilinear_tap(planes_ptr, base + 2 * plane, qy, qz, H, W, C, CP, mask)
+    feat = feat / 3.0
+    c = tl.arange(0, CP)
+    h = tl.arange(0, HD)
+    o = tl.arange(0, O1P)
+    w1 = tl.load(w1t_ptr + c[:, None] * HD + h[None, :])
+    w2 = tl.load(w2t_ptr + h[:, None] * O1P + o[None, :])
+    if IEEE:
+        hid = tl.dot(feat, w1, input_precision="ieee")
+    else:
+        hid = tl.dot(feat.to(DOT_DTYPE), w1.to(DOT_DTYPE))
+    hid = softplus(hid + tl.load(b1_ptr + h)[None, :])
+    if IEEE:
+        out = tl.dot(hid, w2, input_precision="ieee")
+    else:
+        out = tl.dot(hid.to(DOT_DTYPE), w2.to(DOT_DTYPE))
+    out = out + tl.load(b2_ptr + o)[None, :]
+    sigma = tl.sum(tl.where(o[None, :] == 0, out, 0.0), axis=1)
+    return sigma, widened_sigmoid(out)

@@ -1,61 +1,169 @@
-"""The whole renderer on the Triton kernels: coarse depths, sample+decode, march for weights,
-inverse CDF, fine sample+decode, merge, final composite.
-
-Launches: sample_decode and march per pass plus importance (5 in all, with N_f > 0); the
-samples' densities and colours go through memory between them. The one-kernel-per-pass
-version with per-ray state in registers (issue #4's goal) is not written yet.
-Twin: rtgaze_fast.reference.renderer.render_reference."""
+"""The whole renderer in one kernel per block of rays: coarse depths, coarse sample+decode, march
+for the interval weights, inverse CDF, fine sample+decode, merge, final composite. Every
+per-sample value stays in registers ([rays, samples] blocks); only per-ray outputs are written.
+Twin: rtgaze_fast.reference.renderer.render_reference (up to the batch-wide depth clamp, which
+the host applies from depth_range)."""
 from __future__ import annotations
 
 from typing import Tuple
 
-import torch
+import triton
+import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
+from torch.library import wrap_triton
 
-from ._common import check
-from .march import importance, march
-from .sample_decode import check_planes, sample_decode
-
-
-def _decode_along(planes, weights, o, d, t, box_warp, plane_set, precision):
-    b, r, n = t.shape
-    pts = (o.unsqueeze(2) + t.unsqueeze(-1) * d.unsqueeze(2)).reshape(b, r * n, 3)
-    sigma, rgb = sample_decode(planes, *weights, pts, box_warp, plane_set, precision)
-    return sigma.view(b, r, n), rgb.view(b, r, n, -1)
+from .. import ops
+from ._common import INTERPRET, check, check_planes, decode_points, dot_mode, next_pow2, prepare_decoder, register
+from .march import colour_coefficients, composite_depth, interval_weights, inverse_cdf
 
 
-@triton_op("rtgaze_fast::render_triton", mutates_args=())
+@triton.jit
+def _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t, mask, H, W,
+                 box_warp, C, CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+                 DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+    """Decode the points o + t d of a (BLOCK_R, MP) block of depths: sigma (BLOCK_R, MP), decoder
+    output (BLOCK_R, MP, O1P). The block is flattened to one list of points for the tl.dots."""
+    BR: tl.constexpr = t.shape[0]
+    MP: tl.constexpr = t.shape[1]
+    px = tl.reshape(ox[:, None] + t * dx[:, None], (BR * MP,))
+    py = tl.reshape(oy[:, None] + t * dy[:, None], (BR * MP,))
+    pz = tl.reshape(oz[:, None] + t * dz[:, None], (BR * MP,))
+    bb = tl.reshape(tl.broadcast_to(b_idx[:, None], (BR, MP)), (BR * MP,))
+    sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, bb, px, py, pz,
+                               tl.reshape(mask, (BR * MP,)), H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE,
+                               IEEE)
+    return tl.reshape(sigma, (BR, MP)), tl.reshape(out, (BR, MP, O1P))
+
+
+@triton.jit
+def _interleave(a, b):
+    """(R, MP) and (R, MP) -> (R, 2 MP) with a's column i at 2i and b's at 2i + 1."""
+    return tl.reshape(tl.join(a, b), (a.shape[0], 2 * a.shape[1]))
+
+
+@triton.jit
+def _sort_key(t, col):
+    """int64 keys ordering by depth (float bits made monotone as signed ints), then by column."""
+    bits = t.to(tl.int32, bitcast=True)
+    ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (ordered.to(tl.int64) << 16) | col.to(tl.int64)
+
+
+def _configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_R": 32}, num_warps=4)]
+    return [triton.Config({"BLOCK_R": b}, num_warps=w) for b in (1, 2, 4) for w in (4, 8)]
+
+
+@triton.autotune(configs=_configs(), key=["MP", "HAS_FINE", "CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
+@triton.jit
+def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, iu_ptr,
+                   rgb_ptr, depth_ptr, wsum_ptr, range_ptr, P, R, N, NF, H, W, C, O, box_warp,
+                   CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+                   DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr, DISPARITY: tl.constexpr, WHITE_BACK: tl.constexpr,
+                   HAS_FINE: tl.constexpr, MP: tl.constexpr, BLOCK_R: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = r < P
+    r64 = r.to(tl.int64)
+    b_idx = r // R
+    ox = tl.load(o_ptr + r64 * 3, mask=rmask, other=0.0)
+    oy = tl.load(o_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
+    oz = tl.load(o_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
+    dx = tl.load(d_ptr + r64 * 3, mask=rmask, other=0.0)
+    dy = tl.load(d_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
+    dz = tl.load(d_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
+    near = tl.load(start_ptr + r64, mask=rmask, other=1.0)[:, None]
+    far = tl.load(end_ptr + r64, mask=rmask, other=2.0)[:, None]
+
+    # Coarse depths; padding columns get the (finite) near depth and are masked out of everything.
+    k = tl.arange(0, MP)[None, :]
+    cmask = rmask[:, None] & (k < N)
+    u = tl.load(su_ptr + r64[:, None] * N + k, mask=cmask, other=0.0)
+    step = k.to(tl.float32) / (N - 1)
+    if DISPARITY:
+        s = step + u * (1.0 / (N - 1))
+        t_c = 1.0 / (1.0 / near * (1.0 - s) + 1.0 / far * s)
+    else:
+        t_c = near + step * (far - near) + u * ((far - near) / (N - 1))
+    t_c = tl.where(cmask, t_c, near)
+    sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t_c,
+                                  cmask, H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE, IEEE)
+    lo = tl.min(tl.where(cmask, t_c, float("inf")), axis=1)
+    hi = tl.max(tl.where(cmask, t_c, -float("inf")), axis=1)
+
+    if HAS_FINE:
+        w_c, _ = interval_weights(t_c, sigma_c, N)
+        fmask = rmask[:, None] & (k < NF)
+        u_f = tl.load(iu_ptr + r64[:, None] * NF + k, mask=fmask, other=0.0)
+        t_f = tl.where(fmask, inverse_cdf(t_c, w_c, N, u_f, NF), near)
+        sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
+                                      t_f, fmask, H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE, IEEE)
+        lo = tl.minimum(lo, tl.min(tl.where(fmask, t_f, float("inf")), axis=1))
+        hi = tl.maximum(hi, tl.max(tl.where(fmask, t_f, -float("inf")), axis=1))
+        # Merge: sort the interleaved columns by depth (padding keyed +inf, so it sorts last).
+        t_all = _interleave(t_c, t_f)
+        col = tl.broadcast_to(tl.arange(0, 2 * MP)[None, :], t_all.shape)
+        valid = _interleave(cmask, fmask)
+        src = (tl.sort(_sort_key(tl.where(valid, t_all, float("inf")), col), dim=1) & 0xFFFF).to(tl.int32)
+        w, t_mid = interval_weights(tl.gather(t_all, src, axis=1),
+                                    tl.gather(_interleave(sigma_c, sigma_f), src, axis=1), N + NF)
+        coef = colour_coefficients(w)
+        # Back to the interleaved order: sorting (source column, position) inverts the permutation.
+        pos = (tl.sort((src << 16) | col, dim=1) & 0xFFFF).to(tl.int32)
+        coef_c, coef_f = tl.split(tl.reshape(tl.gather(coef, pos, axis=1), (BLOCK_R, MP, 2)))
+        rgb = tl.sum(coef_c[:, :, None] * out_c, axis=1) + tl.sum(coef_f[:, :, None] * out_f, axis=1)
+    else:
+        w, t_mid = interval_weights(t_c, sigma_c, N)
+        rgb = tl.sum(colour_coefficients(w)[:, :, None] * out_c, axis=1)
+
+    wsum, depth = composite_depth(w, t_mid)
+    if WHITE_BACK:
+        rgb = rgb + 1.0 - wsum[:, None]
+    o = tl.arange(0, O1P)[None, :]
+    tl.store(rgb_ptr + r64[:, None] * O + (o - 1), rgb * 2.0 - 1.0, mask=rmask[:, None] & (o >= 1) & (o <= O))
+    tl.store(depth_ptr + r64, depth, mask=rmask)
+    tl.store(wsum_ptr + r64, wsum, mask=rmask)
+    tl.store(range_ptr + r64 * 2, lo, mask=rmask)
+    tl.store(range_ptr + r64 * 2 + 1, hi, mask=rmask)
+
+
+@register("render")
 def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, ray_origins: Tensor,
                   ray_directions: Tensor, ray_start: Tensor, ray_end: Tensor, stratified_u: Tensor,
                   importance_u: Tensor, box_warp: float, disparity: bool, white_back: bool, plane_set: int,
                   precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     check_planes(planes, precision)
+    dev = planes.device
     for name, t, dim in (("ray_origins", ray_origins, 3), ("ray_directions", ray_directions, 3),
                          ("ray_start", ray_start, 2), ("ray_end", ray_end, 2), ("stratified_u", stratified_u, 3),
                          ("importance_u", importance_u, 3)):
-        check(name, t, dim)
-    B, R = ray_origins.shape[:2]
+        check(name, t, dim, device=dev)
+    B, _, H, W, C = planes.shape
+    R = ray_origins.shape[1]
     N, NF = stratified_u.shape[2], importance_u.shape[2]
+    for name, t, shape in (("ray_origins", ray_origins, (B, R, 3)), ("ray_directions", ray_directions, (B, R, 3)),
+                           ("ray_start", ray_start, (B, R)), ("ray_end", ray_end, (B, R)),
+                           ("stratified_u", stratified_u, (B, R, N)), ("importance_u", importance_u, (B, R, NF))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if N < 2 or (NF > 0 and N < 4):
         raise ValueError(f"need N >= 2 coarse samples (>= 4 with importance sampling), got N={N}, N_f={NF}")
-    w = (w1, b1, w2, b2)
-    lo, hi = ray_start.unsqueeze(-1), ray_end.unsqueeze(-1)
-    k = torch.arange(N, device=planes.device, dtype=torch.float32) / (N - 1)
-    if disparity:
-        s = k + stratified_u * (1.0 / (N - 1))
-        t = 1.0 / (1.0 / lo * (1.0 - s) + 1.0 / hi * s)
-    else:
-        t = lo + k * (hi - lo) + stratified_u * ((hi - lo) / (N - 1))
-    sigma, rgb = _decode_along(planes, w, ray_origins, ray_directions, t, box_warp, plane_set, precision)
-    if NF > 0:
-        _, _, weights = march(rgb, sigma, t, False)
-        t_f = importance(t, weights, importance_u)
-        sigma_f, rgb_f = _decode_along(planes, w, ray_origins, ray_directions, t_f, box_warp, plane_set, precision)
-        t = torch.cat([t, t_f], -1)
-        order = torch.sort(t, dim=-1).indices
-        t = torch.gather(t, -1, order)
-        sigma = torch.gather(torch.cat([sigma, sigma_f], -1), -1, order)
-        rgb = torch.gather(torch.cat([rgb, rgb_f], -2), -2, order.unsqueeze(-1).expand(-1, -1, -1, rgb.shape[-1]))
-    out, depth, weights = march(rgb.contiguous(), sigma.contiguous(), t.contiguous(), white_back)
-    return out, depth, weights.sum(-1), torch.stack([t.amin(-1), t.amax(-1)], -1)
+    if max(N, NF) > 2 ** 14:
+        raise ValueError(f"the triton renderer takes at most {2 ** 14} samples per pass, got N={N}, N_f={NF}")
+    w1t, b1p, w2t, b2p, O = prepare_decoder(w1, b1, w2, b2, C, dev)
+    dtype, ieee = dot_mode(precision)
+    rgb = ops.new_output((B, R, O), ray_origins)
+    depth = ops.new_output((B, R), ray_origins)
+    wsum = ops.new_output((B, R), ray_origins)
+    rng = ops.new_output((B, R, 2), ray_origins)
+    P = B * R
+    if P:
+        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
+        # One padded width for both passes (>= 16 so that a one-ray block still fills a tl.dot).
+        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, b2p, ray_origins, ray_directions, ray_start, ray_end,
+                                          stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W, C, O,
+                                          float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], O1P=w2t.shape[1],
+                                          PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee,
+                                          DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
+                                          MP=next_pow2(max(N, NF), 16))
+    return rgb, depth, wsum, rng
