@@ -1,0 +1,209 @@
+"""The Triton backend (issue #4) in its interpreter (TRITON_INTERPRET=1, set by conftest): each
+kernel family against its reference twin, and ImportanceRenderer(backend='triton') against
+backend='torch' on random scenes with injected noise. Scenes are tiny and blocks large: the
+interpreter costs ~5 ms per program instance."""
+import pytest
+import torch
+
+import rtgaze_fast as rf
+from rtgaze_fast import ops
+from rtgaze_fast.precision import parity_errors, within
+from rtgaze_fast.reference.decoder import folded_decoder_weights
+from rtgaze_fast.reference.marcher import march_unclamped
+from rtgaze_fast.reference.sampling import importance_depths, stratified_depths
+from rtgaze_fast.reference.triplane import sample_decode_folded
+from scenes import make_scene, random_decoder, render_scene
+from tolerances import FP16_MIN_PSNR_DB, FP16_RGB_ATOL, FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL, TF32_RGB_ATOL
+
+if ops.why_unavailable("triton", "cpu") is not None:
+    pytest.skip(f"triton unavailable: {ops.why_unavailable('triton', 'cpu')}", allow_module_level=True)
+
+PLANE_SETS = ("eg3d", "corrected")
+INTERPRETED = True  # this module runs on CPU tensors, hence always in the interpreter
+BF16_SKIP = "bf16 arithmetic does not work in Triton's interpreter (it computes on the raw bits); GPU only"
+
+# fp16 (planes and MLP operands rounded to fp16, fp32 accumulation and compositing): measured max
+# |rgb| error ~3e-4 on these scenes (fp16 has an 11-bit mantissa: ~5e-4 relative per rounded
+# operand, averaged down by the sums). Bound 3e-3: ~10x margin, and 3x tighter than
+# tolerances.FP16_RGB_ATOL (1e-2), which the test also asserts.
+FP16_RGB_BOUND = 3e-3
+assert FP16_RGB_BOUND <= FP16_RGB_ATOL
+
+
+def op(family):
+    return ops.get_op(family, "triton")
+
+
+def cl(planes):
+    return planes.permute(0, 1, 3, 4, 2).contiguous()
+
+
+def _decode_inputs(seed, batch=2, m=300, channels=32, hidden=64, out_dim=32, res=16):
+    gen = torch.Generator().manual_seed(seed)
+    planes = torch.randn(batch, 3, channels, res, res, generator=gen)
+    w = folded_decoder_weights(random_decoder(gen, channels, hidden, out_dim))
+    # Points spill past the box so the zero padding of out-of-plane taps is exercised.
+    points = (torch.rand(batch, m, 3, generator=gen) * 2 - 1) * 0.7
+    return planes, w, points
+
+
+@pytest.mark.parametrize("plane_set", [0, 1])
+@pytest.mark.parametrize("sizes", [(32, 64, 32), (16, 24, 3)])
+def test_sample_decode_matches_twin(plane_set, sizes):
+    c, h, o = sizes
+    planes, (w1, b1, w2, b2), points = _decode_inputs(plane_set, channels=c, hidden=h, out_dim=o)
+    sigma, rgb = op("sample_decode")(cl(planes), w1, b1, w2, b2, points, 1.1, plane_set, "fp32")
+    sigma_r, rgb_r = sample_decode_folded(planes, w1, b1, w2, b2, points, 1.1, PLANE_SETS[plane_set])
+    torch.testing.assert_close(sigma, sigma_r, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(rgb, rgb_r, atol=FP32_RGB_ATOL, rtol=0)
+
+
+def test_sample_decode_fp16():
+    planes, (w1, b1, w2, b2), points = _decode_inputs(7)
+    sigma, rgb = op("sample_decode")(cl(planes).half(), w1, b1, w2, b2, points, 1.0, 0, "fp16")
+    sigma_r, rgb_r = sample_decode_folded(planes, w1, b1, w2, b2, points, 1.0)
+    assert float((rgb - rgb_r).abs().max()) <= FP16_RGB_BOUND
+    assert float((sigma - sigma_r).abs().max()) <= 10 * FP16_RGB_BOUND  # pre-sigmoid: ~4x the slope
+
+
+def _march_inputs(seed, batch=2, rays=45, s=17, o=32):
+    gen = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(batch, rays, s, o, generator=gen)
+    sigma = torch.randn(batch, rays, s, generator=gen) * 3
+    depths = torch.sort(2 + torch.rand(batch, rays, s, generator=gen), -1).values
+    return rgb, sigma, depths
+
+
+@pytest.mark.parametrize("white_back", [False, True])
+@pytest.mark.parametrize("s", [2, 17])
+def test_march_matches_twin(white_back, s):
+    rgb, sigma, depths = _march_inputs(3, s=s)
+    out, depth, w = op("march")(rgb, sigma, depths, white_back)
+    out_r, depth_r, w_r = march_unclamped(rgb, sigma[..., None], depths[..., None], white_back)
+    torch.testing.assert_close(out, out_r, atol=FP32_RGB_ATOL, rtol=0)
+    torch.testing.assert_close(depth, depth_r[..., 0], atol=FP32_DEPTH_ATOL, rtol=0)
+    torch.testing.assert_close(w, w_r[..., 0], atol=FP32_WSUM_ATOL, rtol=0)
+
+
+def test_march_zero_weights_give_inf_depth():
+    rgb, sigma, depths = _march_inputs(4, rays=3)
+    _, depth, w = op("march")(rgb, torch.full_like(sigma, -200.0), depths, False)
+    assert bool(torch.isinf(depth).all()) and float(w.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("n,n_f", [(4, 1), (12, 7), (48, 48)])
+def test_importance_matches_twin(n, n_f):
+    gen = torch.Generator().manual_seed(n)
+    depths = torch.sort(2 + torch.rand(2, 11, n, generator=gen), -1).values
+    weights = torch.rand(2, 11, n - 1, generator=gen) ** 4  # peaky, like real interval weights
+    u = torch.rand(2, 11, n_f, generator=gen)
+    u[0, 0, 0] = 0.0  # searchsorted's edge cases: u = 0 and u = 1
+    u[1, 0, -1] = 1.0
+    torch.testing.assert_close(op("importance")(depths, weights, u), importance_depths(depths, weights, u),
+                               atol=1e-5, rtol=1e-6)
+
+
+# Ray counts are not multiples of the interpreter's block (32 rays); N, N_f other than 48.
+SCENES = {
+    "ffhq-counts": dict(batch=2, rays=37, n=48, n_f=48),
+    "odd-counts": dict(batch=3, rays=13, n=9, n_f=5),
+    "coarse-only": dict(batch=2, rays=21, n=7, n_f=0),
+    "two-coarse": dict(batch=1, rays=5, n=2, n_f=0),
+    "more-fine": dict(batch=1, rays=33, n=6, n_f=20),
+    "disparity": dict(batch=2, rays=29, n=16, n_f=11, options=dict(disparity_space_sampling=True)),
+    "white-auto": dict(batch=2, rays=19, n=10, n_f=6, options=dict(white_back=True, ray_start="auto",
+                                                                   ray_end="auto", box_warp=1.3)),
+    "small-decoder": dict(batch=1, rays=17, n=8, n_f=8, channels=16, hidden=24, out_dim=3),
+    "one-ray": dict(batch=1, rays=1, n=5, n_f=3),
+}
+
+
+@pytest.mark.parametrize("plane_set", PLANE_SETS)
+@pytest.mark.parametrize("name", SCENES)
+def test_renderer_matches_torch_backend(name, plane_set):
+    s = make_scene(seed=len(name), plane_res=24, **SCENES[name])
+    ref = render_scene(s, plane_set=plane_set)
+    out = render_scene(s, "triton", plane_set=plane_set)
+    errors = parity_errors(out, ref)
+    assert within(errors, "fp32"), errors
+    assert not bool(out[1].isnan().any())
+
+
+def _render_args(s, sort_u=True, precision="fp32"):
+    b, r = s.ray_origins.shape[:2]
+    iu = s.importance_u if s.importance_u is not None else torch.empty(b, r, 0)
+    return (cl(s.planes), *folded_decoder_weights(s.decoder), s.ray_origins, s.ray_directions,
+            torch.full((b, r), 2.25), torch.full((b, r), 3.3), s.stratified_u,
+            torch.sort(iu, -1).values if sort_u else iu.contiguous(), 1.0, False, False, 0, precision)
+
+
+def test_render_depth_range_is_the_sampled_min_max():
+    s = make_scene(seed=5, batch=2, rays=11, n=9, n_f=0)
+    rng = op("render")(*_render_args(s))[3]
+    t = stratified_depths(2.25, 3.3, s.stratified_u)
+    torch.testing.assert_close(rng, torch.stack([t.amin(-1), t.amax(-1)], -1), atol=1e-6, rtol=0)
+
+
+def test_render_merge_does_not_need_sorted_u():
+    s = make_scene(seed=6, rays=10, n=8, n_f=8)
+    for a, b in zip(op("render")(*_render_args(s)), op("render")(*_render_args(s, sort_u=False))):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def _render_with(s, precision, planes):
+    with torch.no_grad():
+        return rf.ImportanceRenderer(backend="triton", precision=precision)(
+            planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
+            stratified_u=s.stratified_u, importance_u=s.importance_u)
+
+
+def test_renderer_fp16():
+    s = make_scene(seed=11, batch=2, rays=40, n=16, n_f=8, plane_res=24)
+    errors = parity_errors(_render_with(s, "fp16", s.planes.half()), render_scene(s))
+    assert errors["rgb"] <= FP16_RGB_BOUND and errors["psnr_db"] >= FP16_MIN_PSNR_DB and within(errors, "fp16"), errors
+
+
+def test_renderer_tf32():
+    # The interpreter evaluates tf32 dots in fp32, so this checks the mode's plumbing, not its
+    # rounding (that is measured on a GPU); the bound is tolerances.TF32_RGB_ATOL.
+    s = make_scene(seed=12, rays=20, n=8, n_f=4, plane_res=16)
+    errors = parity_errors(_render_with(s, "tf32", s.planes), render_scene(s))
+    assert errors["rgb"] <= TF32_RGB_ATOL and within(errors, "tf32"), errors
+
+
+@pytest.mark.skipif(INTERPRETED, reason=BF16_SKIP)
+def test_renderer_bf16():
+    s = make_scene(seed=13, rays=20, n=8, n_f=4, plane_res=16)
+    assert within(parity_errors(_render_with(s, "bf16", s.planes.bfloat16()), render_scene(s)), "bf16")
+
+
+def test_a_wrong_decoder_fails_parity():
+    s = make_scene(seed=12, rays=20, n=8, n_f=4, plane_res=16)
+    ref = render_scene(s)
+    with torch.no_grad():
+        s.decoder.net[2].weight[3, 5] += 0.5
+    assert not within(parity_errors(render_scene(s, "triton"), ref), "fp32")
+
+
+BAD = [
+    ("hidden-256", lambda a: a[:1] + [torch.zeros(256, 32), torch.zeros(256), torch.zeros(33, 256)] + a[4:],
+     ValueError, "at most 128"),
+    ("precision", lambda a: a[:-1] + ["fp8"], ValueError, "precision"),
+    ("strided-origins", lambda a: a[:5] + [torch.cat([a[5], a[5]], -1)[..., ::2]] + a[6:], ValueError, "ray_origins"),
+    ("start-shape", lambda a: a[:7] + [a[7][:, :1]] + a[8:], ValueError, "ray_start"),
+    ("half-planes-in-fp32", lambda a: [a[0].half()] + a[1:], TypeError, "planes"),
+    ("double-u", lambda a: a[:9] + [a[9].double()] + a[10:], TypeError, "stratified_u"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_render_op_refuses_bad_inputs_by_name(case):
+    _, edit, exc, word = case
+    with pytest.raises(exc, match=word):
+        op("render")(*edit(list(_render_args(make_scene(seed=1, rays=3, n=6, n_f=4)))))
+
+
+def test_schemas_are_the_registry_s():
+    for family, schema in ops.SCHEMAS.items():
+        got = str(op(family).default._schema).split("(", 1)[1].replace("SymInt", "int")
+        assert got.replace(" ", "") == schema.split("(", 1)[1].replace(" ", ""), family
