@@ -1,4 +1,4 @@
-"""The command line: ``rtgaze-fast {redirect,demo,bench}`` (also ``python -m rtgaze_fast``).
+"""The command line: ``rtgaze-fast {redirect,demo,bench,eval,train}`` (also ``python -m rtgaze_fast``).
 
 Each subcommand is a ``main(argv)`` in its own module; this file only dispatches, plus
 ``redirect``, the user-facing gaze redirection of one image.
@@ -132,10 +132,22 @@ def _bench(argv):
     return main(argv)
 
 
+def _eval(argv):
+    from .evaluation import main
+    return main(argv)
+
+
+def _train(argv):
+    from .train.recipe import main
+    return main(argv)
+
+
 SUBCOMMANDS = {
     "redirect": (redirect_main, "redirect the gaze of a face image"),
     "demo": (_demo, "the main job: render the built-in scene with every backend, then benchmark"),
     "bench": (_bench, "side-by-side renderer benchmark: table, JSON and plot"),
+    "eval": (_eval, "gaze-redirection quality on held-out synthetic faces vs the identity baseline"),
+    "train": (_train, "train RTGaze on the synthetic gaze data (the embedded weights' recipe)"),
 }
 
 

@@ -1,5 +1,8 @@
-"""The README's main job on an embedded default: render, then benchmark, writing everything under --out.
+"""The README's main job on an embedded default: redirect, evaluate, render, benchmark, writing under --out.
 
+0. With the embedded RTGaze weights (rtgaze_fast/assets): turns a held-out synthetic face to a
+   grid of gazes and camera views (gaze_grid.png), then prints the ``rtgaze-fast eval`` table
+   (model vs the identity baseline on held-out subjects; eval.json).
 1. Renders the built-in head triplane (rtgaze_fast.scenes) along a built-in camera orbit with the reference and with the
    fastest backend of the device, writes the frames as one PNG and prints their agreement.
 2. Runs ``rtgaze-fast bench`` at its built-in configurations: the renderer's backends side by
@@ -17,8 +20,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from . import bench, ops
+from . import bench, evaluation, ops
 from .camera import camera_label, fov_to_intrinsics, look_at_pose, rays_from_label
+from .cli import default_weights
 from .options import FFHQ_OPTIONS
 from .precision import parity_errors
 from .renderer import ImportanceRenderer
@@ -60,16 +64,80 @@ def render_orbit(out_dir: str, device, res: int = 64, frames: int = 6, backend: 
     return {"path": path, "backend": chosen, "max_abs_rgb_diff_vs_reference": worst}
 
 
+GRID_PITCHES = (0.3, 0.0, -0.3)               # radians, rows (up, level, down)
+GRID_YAWS = (0.45, 0.22, 0.0, -0.22, -0.45)    # radians, columns (subject's right to left)
+GRID_VIEWS = (0.3, 0.15, 0.0, -0.15, -0.3)     # camera yaws of the last row, gaze (0, 0)
+
+
+def gaze_grid(out_dir: str, device, weights: str, config: str = "tiny", seed: int = 0) -> dict:
+    """One held-out synthetic face redirected to GRID_PITCHES x GRID_YAWS, plus a row of camera views.
+
+    The first column holds the input (top) and the generator's ground truth at the centre gaze
+    (below it) for comparison; written as gaze_grid.png.
+    """
+    from PIL import Image
+    from .camera import frontal_camera
+    from .cli import load_weights
+    from .data.synthetic import make_identity, render
+    from .model import RTGaze
+    from .train.recipe import dataset_for
+    model = RTGaze(config, deterministic=True)
+    load_weights(model, weights)
+    model = model.float().to(device).eval()
+    cfg = model.config
+    item = dataset_for(cfg, 1, seed, split="test", samples_per_identity=1)[0]
+    ip = make_identity(item["identity"], seed)
+    src = item["image"][None].to(device)
+    s = cfg.output_size
+    grid = torch.full((3, (len(GRID_PITCHES) + 1) * s, (len(GRID_YAWS) + 1) * s), -1.0)
+
+    def put(img, row, col):
+        grid[:, row * s:(row + 1) * s, col * s:(col + 1) * s] = img.cpu().clamp(-1, 1)
+
+    put(torch.nn.functional.interpolate(src.cpu(), size=s, mode="area")[0], 0, 0)
+    put(render(ip, item["camera"], (0.0, 0.0), s)["image"], 1, 0)
+    with torch.no_grad():
+        for r, pitch in enumerate(GRID_PITCHES):
+            gazes = torch.tensor([[pitch, yaw] for yaw in GRID_YAWS], device=device)
+            out = model.redirect(src.expand(len(GRID_YAWS), -1, -1, -1), gazes,
+                                 item["camera"][None].expand(len(GRID_YAWS), -1).to(device))
+            for c in range(len(GRID_YAWS)):
+                put(out[c], r, c + 1)
+        cams = torch.cat([frontal_camera(1, yaw=v) for v in GRID_VIEWS]).to(device)
+        out = model.redirect(src.expand(len(GRID_VIEWS), -1, -1, -1), torch.zeros(len(GRID_VIEWS), 2, device=device), cams)
+        for c in range(len(GRID_VIEWS)):
+            put(out[c], len(GRID_PITCHES), c + 1)
+    path = os.path.join(out_dir, "gaze_grid.png")
+    arr = ((grid + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST).save(path)
+    return {"path": path, "weights": os.path.relpath(weights), "pitches": GRID_PITCHES, "yaws": GRID_YAWS,
+            "view_yaws": GRID_VIEWS}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="rtgaze-fast demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out", help="output folder (default: out/)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark")
+    p.add_argument("--no-eval", action="store_true", help="skip the quality evaluation")
+    p.add_argument("--eval-identities", type=int, default=4, help="held-out subjects in the eval table")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device(args.device)
     print(f"rtgaze-fast demo on {device}; backends available: {ops.available_backends(device)}")
+
+    summary = {}
+    weights = default_weights("tiny")
+    if weights is None:
+        print("[redirect] no embedded RTGaze weights (rtgaze_fast/assets): skipping the gaze grid and eval")
+    else:
+        summary["gaze_grid"] = gaze_grid(args.out, device, weights)
+        print(f"[redirect] {summary['gaze_grid']['path']}: column 1 input (top) and ground truth at gaze (0, 0); "
+              f"rows pitch {GRID_PITCHES} rad x columns yaw {GRID_YAWS} rad; last row camera yaw {GRID_VIEWS}")
+        if not args.no_eval:
+            evaluation.main(["--identities", str(args.eval_identities), "--samples", "1", "--device", str(device),
+                             "--json", os.path.join(args.out, "eval.json")])
 
     orbit = render_orbit(args.out, device)
     print(f"[render] {orbit['path']}: top row reference, bottom row backend={orbit['backend']!r}; "
@@ -78,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.no_bench:
         bench.main(["--device", str(device), "--out", args.out])
     with open(os.path.join(args.out, "demo.json"), "w") as f:
-        json.dump({"orbit": orbit}, f, indent=1)
+        json.dump({**summary, "orbit": orbit}, f, indent=1)
     return 0
 
 

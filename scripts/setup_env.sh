@@ -12,6 +12,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.13.0
 fi
 .venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pybind11 ninja hypothesis \
-  safetensors h5py pillow matplotlib tqdm setuptools wheel
+  safetensors h5py pillow matplotlib tqdm torchmetrics setuptools wheel
 MAX_JOBS=${MAX_JOBS:-2} .venv/bin/pip install -q --no-build-isolation --no-deps -e .
 .venv/bin/python -c "import rtgaze_fast as r; print('rtgaze_fast', r.__version__, 'backends on cpu:', r.available_backends('cpu'))"

@@ -75,4 +75,6 @@ def test_refuses_bad_angles(face, capsys):
 
 def test_usage_lists_subcommands(capsys):
     assert main([]) == 2
-    assert "redirect" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("redirect", "demo", "bench", "eval", "train"):
+        assert name in out

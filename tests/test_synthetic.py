@@ -139,6 +139,20 @@ def test_dataset_deterministic_and_shapes():
     assert not torch.equal(sa["image"], other["image"])
 
 
+def test_dataset_target_resolution_and_novel_view_labels():
+    ds = SyntheticGaze(1, seed=5, resolution=32, target_resolution=16, depth_resolution=8, samples_per_identity=1)
+    s = ds[0]
+    assert s["image"].shape == (3, 32, 32)
+    assert s["target"].shape == s["novel_view"].shape == (3, 16, 16)
+    assert s["eye_mask"].shape == s["eye_mask_novel"].shape == (1, 16, 16)
+    ip = ds.identity(0)
+    assert torch.equal(s["depth"], render_depth(ip, s["camera"], 8))
+    assert torch.equal(s["depth_novel"], render_depth(ip, s["camera_novel"], 8))
+    assert not torch.equal(s["depth"], s["depth_novel"])
+    # The target is the generator's render at the output size, not a resize of the input.
+    assert torch.equal(s["target"], render(ip, s["camera"], s["gaze_target"], 16)["image"])
+
+
 def test_train_and_test_identities_differ():
     train, test = SyntheticGaze(3, seed=0, split="train"), SyntheticGaze(3, seed=0, split="test")
     train_ids = {train.identity_id(i) for i in range(len(train))}

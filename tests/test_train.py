@@ -1,10 +1,17 @@
-"""Training (issue #3): each loss term on a hand-computable case; steps lower the loss; resume."""
+"""Training (issues #3, #8): each loss term on a hand-computable case; steps lower the loss; resume;
+the schedule; the synthetic-data recipe end to end at a toy size."""
+import pytest
 import torch
 
 from rtgaze_fast import RTGaze
+from rtgaze_fast.cli import load_weights
+from rtgaze_fast.model import CONFIGS
 from rtgaze_fast.scenes import head_scene
 from rtgaze_fast.camera import frontal_camera
 from rtgaze_fast.train import PerceptualLoss, RTGazeLoss, Trainer, TriplaneTeacher, depth_loss, reconstruction_loss
+from rtgaze_fast.train.recipe import CACHE_KEYS, batches
+from rtgaze_fast.train.recipe import main as recipe_main
+from rtgaze_fast.train.trainer import cosine_schedule
 
 
 def test_reconstruction_loss_by_hand():
@@ -76,3 +83,60 @@ def test_checkpoint_and_resume(tmp_path):
     assert ta["total"] == tb["total"]
     for (k, v), (_, w) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    f = cosine_schedule(100, warmup=10, final=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1) and f(1000) == pytest.approx(0.1)
+    assert all(f(i) >= f(i + 1) for i in range(10, 100))
+
+
+def test_schedule_sets_the_learning_rate():
+    trainer = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu", schedule=lambda step: 0.5 ** step)
+    batch = fixed_batch()
+    trainer.train_step(batch)
+    trainer.train_step(batch)
+    assert trainer.opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+
+
+def test_batches_swap_in_the_novel_view_per_sample():
+    cfg = CONFIGS["tiny"]
+    n = 6
+    cache = {"image": torch.randn(n, 3, 8, 8).half(), "gaze_target": torch.randn(n, 2),
+             "target": torch.zeros(n, 3, 4, 4).half(), "novel_view": torch.ones(n, 3, 4, 4).half(),
+             "camera": torch.zeros(n, 25), "camera_novel": torch.ones(n, 25),
+             "depth": torch.zeros(n, 1, 2, 2), "depth_novel": torch.ones(n, 1, 2, 2),
+             "eye_mask": torch.zeros(n, 1, 4, 4), "eye_mask_novel": torch.ones(n, 1, 4, 4)}
+    assert set(cache) == set(CACHE_KEYS) and cfg.name == "tiny"
+    seen = set()
+    it = batches(cache, 3, seed=0, novel_fraction=0.5)
+    for _ in range(8):
+        b = next(it)
+        for i in range(3):
+            novel = float(b["camera"][i, 0])
+            seen.add(novel)
+            # Target, camera, depth and mask always come from the same view.
+            for k in ("target", "teacher_depth", "eye_mask"):
+                assert torch.all(b[k][i] == novel), k
+    assert seen == {0.0, 1.0}
+
+
+def test_recipe_trains_and_writes_loadable_fp16_weights(tmp_path):
+    out = tmp_path / "w.safetensors"
+    rc = recipe_main(["--steps", "2", "--batch", "2", "--identities", "1", "--workers", "1",
+                      "--cache", str(tmp_path / "cache.safetensors"),
+                      "--checkpoint", str(tmp_path / "ckpt.safetensors"), "-o", str(out)])
+    assert rc == 0
+    from safetensors import safe_open
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+        assert meta["config"] == "tiny" and meta["steps"] == "2" and meta["command"].startswith("rtgaze-fast train")
+        assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
+    model = RTGaze("tiny")
+    load_weights(model, str(out))
+    assert (tmp_path / "w.history.json").is_file()
+    # A second run finds the cache and the checkpoint and resumes (nothing left to do).
+    assert recipe_main(["--steps", "2", "--batch", "2", "--identities", "1", "--workers", "1",
+                        "--cache", str(tmp_path / "cache.safetensors"),
+                        "--checkpoint", str(tmp_path / "ckpt.safetensors"), "-o", str(out)]) == 0

@@ -443,21 +443,26 @@ class SyntheticGaze(torch.utils.data.Dataset):
     Item ``i`` is identity ``i // samples_per_identity`` (global id = that index, plus
     TEST_ID_OFFSET for ``split="test"``, so train and test subjects never coincide), with its
     own source/target gazes and cameras drawn from a generator seeded by (seed, global id, i).
-    Sample keys: ``image`` (source gaze, source camera), ``target`` (target gaze, source camera),
-    ``novel_view`` (target gaze, novel camera), all (3, R, R) in [-1, 1]; ``depth`` (1, D, D) of
-    the target view; ``eye_mask`` (1, R, R) of the source/target view; ``gaze_source``,
-    ``gaze_target`` (2,) head-frame (pitch, yaw); ``camera``, ``camera_novel`` (25,);
-    ``head_pose`` (2,) of the source camera; ``identity`` (global id).
+    Sample keys: ``image`` (3, R, R) (source gaze, source camera); ``target`` (target gaze,
+    source camera) and ``novel_view`` (target gaze, novel camera), both (3, T, T) with T =
+    ``target_resolution`` (default R; the model's output size when training), all in [-1, 1];
+    ``depth`` / ``depth_novel`` (1, D, D) of the target / novel view; ``eye_mask`` /
+    ``eye_mask_novel`` (1, T, T) of the source camera (the same for source and target: the mask
+    is geometric) / the novel camera; ``gaze_source``, ``gaze_target`` (2,) head-frame (pitch,
+    yaw); ``camera``, ``camera_novel`` (25,); ``head_pose`` (2,) of the source camera;
+    ``identity`` (global id).
     """
 
     def __init__(self, n_identities: int, seed: int = 0, resolution: int = 128, split: str = "train",
                  samples_per_identity: int = 8, depth_resolution: int = None, supersample: int = 2,
+                 target_resolution: int = None,
                  gaze_range: Tuple[float, float] = (0.35, 0.5), head_range: Tuple[float, float] = (0.2, 0.35),
                  background_depth: float = BACKGROUND_DEPTH):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.n_identities, self.seed, self.resolution, self.split = n_identities, seed, resolution, split
         self.samples_per_identity = samples_per_identity
+        self.target_resolution = target_resolution or resolution
         self.depth_resolution = depth_resolution or max(resolution // 4, 1)
         self.supersample, self.background_depth = supersample, background_depth
         self.gaze_range, self.head_range = gaze_range, head_range   # (pitch, yaw) half-ranges, radians
@@ -489,13 +494,15 @@ class SyntheticGaze(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         lab = self.sample_labels(index)
         ip = self.identity(index)
-        r, ss = self.resolution, self.supersample
+        r, t, ss, d = self.resolution, self.target_resolution, self.supersample, self.depth_resolution
         src = render(ip, lab["camera"], lab["gaze_source"], r, ss)
-        tgt = render(ip, lab["camera"], lab["gaze_target"], r, ss)
-        nov = render(ip, lab["camera_novel"], lab["gaze_target"], r, ss)
-        depth = render_depth(ip, lab["camera"], self.depth_resolution, self.background_depth)
+        tgt = render(ip, lab["camera"], lab["gaze_target"], t, ss)
+        nov = render(ip, lab["camera_novel"], lab["gaze_target"], t, ss)
         return {"image": src["image"], "target": tgt["image"], "novel_view": nov["image"],
-                "depth": depth, "eye_mask": src["eye_mask"], "identity": self.identity_id(index), **lab}
+                "depth": render_depth(ip, lab["camera"], d, self.background_depth),
+                "depth_novel": render_depth(ip, lab["camera_novel"], d, self.background_depth),
+                "eye_mask": tgt["eye_mask"], "eye_mask_novel": nov["eye_mask"],
+                "identity": self.identity_id(index), **lab}
 
 
 def rig_cameras(n_cams: int) -> torch.Tensor:

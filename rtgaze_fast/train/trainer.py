@@ -4,8 +4,9 @@ Training renders through the reference backend ('auto' picks it when gradients a
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,15 +28,28 @@ def _flat_optimizer_state(opt: torch.optim.Optimizer) -> tuple:
     return tensors, meta
 
 
+def cosine_schedule(steps: int, warmup: int = 0, final: float = 0.05) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``final`` x lr at ``steps``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min((step - warmup) / max(steps - warmup, 1), 1.0)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+    return factor
+
+
 class Trainer:
     def __init__(self, model, lr: float = 2e-4, loss: Optional[RTGazeLoss] = None, clip: float = 1.0,
-                 amp: Optional[bool] = None, device=None):
+                 amp: Optional[bool] = None, device=None, schedule: Optional[Callable[[int], float]] = None):
+        """``schedule(step) -> factor`` scales ``lr`` at each step (e.g. ``cosine_schedule``); being a
+        function of the step alone, it resumes with the step."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.loss = (loss or RTGazeLoss()).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.99))
         self.clip = clip
         self.amp = self.device.type == "cuda" if amp is None else amp  # bf16 autocast on a GPU
+        self.lr, self.schedule = lr, schedule
         self.step = 0
 
     def train_step(self, batch: dict) -> dict:
@@ -47,6 +61,9 @@ class Trainer:
             out = self.model(b["image"], b["gaze_target"], b.get("camera"))
         total, terms = self.loss({k: v.float() for k, v in out.items()}, b["target"], b.get("eye_mask"),
                                  b.get("teacher_depth"))
+        if self.schedule is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr * self.schedule(self.step)
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
