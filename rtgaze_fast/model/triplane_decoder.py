@@ -8,6 +8,8 @@ from torch import nn
 from .blocks import TransformerBlock, conv_act
 from .configs import RTGazeConfig
 
+PLANE_INIT_GAIN = 10.0
+
 
 class TriplaneDecoder(nn.Module):
     def __init__(self, cfg: RTGazeConfig):
@@ -17,6 +19,9 @@ class TriplaneDecoder(nn.Module):
         self.block = TransformerBlock(d, max(1, d // 32), cfg.decoder_sr_ratio)
         self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_act(d, d),
                                 nn.Conv2d(d, 3 * cfg.plane_channels, 3, 1, 1))
+        with torch.no_grad():  # planes start near unit std (default init gives ~0.08): the decoder MLP
+            self.up[-1].weight.mul_(PLANE_INIT_GAIN)  # then sees features of the scale EG3D's planes have
+            self.up[-1].bias.mul_(PLANE_INIT_GAIN)
         self.plane_channels = cfg.plane_channels
 
     def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:

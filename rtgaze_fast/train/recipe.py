@@ -123,6 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--novel-fraction", type=float, default=0.5)
     p.add_argument("--eye-weight", type=float, default=3.0)
+    p.add_argument("--depth-weight", type=float, default=3.0, help="beta, the weight of L_D")
+    p.add_argument("--decoder-lr-mul", type=float, default=30.0, help="lr multiplier of the OSGDecoder")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the data cache")
     p.add_argument("--cache", default="out/train_cache_{config}.safetensors")
     p.add_argument("--checkpoint", default="out/train_{config}.ckpt.safetensors",
@@ -138,8 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cache = build_cache(cfg, args.identities, args.seed, args.workers, fmt(args.cache))
     t_data = time.time() - t0
     model = RTGaze(args.config, backend="torch")
-    loss = RTGazeLoss(eye_weight=args.eye_weight)
-    trainer = Trainer(model, lr=args.lr, loss=loss, schedule=cosine_schedule(args.steps, warmup=min(100, args.steps // 10)))
+    loss = RTGazeLoss(beta=args.depth_weight, eye_weight=args.eye_weight)
+    trainer = Trainer(model, lr=args.lr, loss=loss, decoder_lr_mul=args.decoder_lr_mul,
+                      schedule=cosine_schedule(args.steps, warmup=min(100, args.steps // 10)))
     ckpt = fmt(args.checkpoint)
     if os.path.isfile(ckpt) and os.path.isfile(ckpt + ".opt.safetensors"):
         trainer.resume(ckpt)

@@ -40,13 +40,24 @@ def cosine_schedule(steps: int, warmup: int = 0, final: float = 0.05) -> Callabl
 
 class Trainer:
     def __init__(self, model, lr: float = 2e-4, loss: Optional[RTGazeLoss] = None, clip: float = 1.0,
-                 amp: Optional[bool] = None, device=None, schedule: Optional[Callable[[int], float]] = None):
+                 amp: Optional[bool] = None, device=None, schedule: Optional[Callable[[int], float]] = None,
+                 decoder_lr_mul: float = 1.0):
         """``schedule(step) -> factor`` scales ``lr`` at each step (e.g. ``cosine_schedule``); being a
-        function of the step alone, it resumes with the step."""
+        function of the step alone, it resumes with the step. ``decoder_lr_mul`` multiplies the lr of
+        the OSGDecoder: its layers keep EG3D's equalised-lr parametrisation (unit-scale raw weights
+        times 1/sqrt(fan_in)), so at the encoders' lr its densities would take thousands of steps to
+        reach the scale of a surface (EG3D's ``decoder_lr_mul`` knob, as an optimiser group)."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.loss = (loss or RTGazeLoss()).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.99))
+        decoder = [p for n, p in self.model.named_parameters() if n.startswith("decoder.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("decoder.")]
+        groups = [{"params": rest, "lr_mul": 1.0}]
+        if decoder:
+            groups.append({"params": decoder, "lr_mul": float(decoder_lr_mul)})
+        for g in groups:
+            g["lr"] = lr * g["lr_mul"]
+        self.opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99))
         self.clip = clip
         self.amp = self.device.type == "cuda" if amp is None else amp  # bf16 autocast on a GPU
         self.lr, self.schedule = lr, schedule
@@ -61,9 +72,11 @@ class Trainer:
             out = self.model(b["image"], b["gaze_target"], b.get("camera"))
         total, terms = self.loss({k: v.float() for k, v in out.items()}, b["target"], b.get("eye_mask"),
                                  b.get("teacher_depth"))
-        if self.schedule is not None:
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr * self.schedule(self.step)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite training loss at step {self.step}: {terms} (lower the lr)")
+        factor = self.schedule(self.step) if self.schedule is not None else 1.0
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * group["lr_mul"] * factor
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
