@@ -100,6 +100,39 @@ def test_schedule_sets_the_learning_rate():
     assert trainer.opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)
 
 
+def test_decoder_lr_multiplier_groups_exactly_the_decoder():
+    model = RTGaze("tiny", deterministic=True)
+    trainer = Trainer(model, lr=1e-3, device="cpu", decoder_lr_mul=30, schedule=lambda step: 0.5)
+    trainer.train_step(fixed_batch())
+    rest, dec = trainer.opt.param_groups
+    assert {id(p) for p in dec["params"]} == {id(p) for p in model.decoder.parameters()}
+    assert len(rest["params"]) + len(dec["params"]) == len(list(model.parameters()))
+    assert rest["lr"] == pytest.approx(0.5e-3) and dec["lr"] == pytest.approx(15e-3)
+
+
+def test_non_finite_loss_stops_training():
+    trainer = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu")
+    batch = fixed_batch()
+    batch["target"] = batch["target"].clone()
+    batch["target"][0, 0, 0, 0] = float("nan")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        trainer.train_step(batch)
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_non_finite_gradients_skip_the_update():
+    trainer = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    handle = trainer.model.decoder.net[0].weight.register_hook(lambda g: g * float("nan"))
+    terms = trainer.train_step(fixed_batch())
+    assert terms["skipped"] == 1.0 and trainer.step == 1
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    handle.remove()
+    assert trainer.train_step(fixed_batch())["skipped"] == 0.0
+    assert any(not torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+
+
 def test_batches_swap_in_the_novel_view_per_sample():
     cfg = CONFIGS["tiny"]
     n = 6

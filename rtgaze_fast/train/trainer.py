@@ -80,7 +80,11 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
-        self.opt.step()
+        # A rare 0/0 in a backward (a ray whose weights all underflow) must not poison the weights:
+        # skip that update, as AMP's GradScaler does.
+        terms["skipped"] = float(not math.isfinite(terms["grad_norm"]))
+        if not terms["skipped"]:
+            self.opt.step()
         self.step += 1
         return terms
 
