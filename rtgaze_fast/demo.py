@@ -107,6 +107,7 @@ def gaze_grid(out_dir: str, device, weights: str, config: str = "tiny", seed: in
         out = model.redirect(src.expand(len(GRID_VIEWS), -1, -1, -1), torch.zeros(len(GRID_VIEWS), 2, device=device), cams)
         for c in range(len(GRID_VIEWS)):
             put(out[c], len(GRID_PITCHES), c + 1)
+    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "gaze_grid.png")
     arr = ((grid + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST).save(path)
