@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark")
     p.add_argument("--no-eval", action="store_true", help="skip the quality evaluation")
-    p.add_argument("--eval-identities", type=int, default=4, help="held-out subjects in the eval table")
+    p.add_argument("--eval-identities", type=int, default=8, help="held-out subjects (2 pairs each) in the eval table")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device(args.device)
@@ -137,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[redirect] {summary['gaze_grid']['path']}: column 1 input (top) and ground truth at gaze (0, 0); "
               f"rows pitch {GRID_PITCHES} rad x columns yaw {GRID_YAWS} rad; last row camera yaw {GRID_VIEWS}")
         if not args.no_eval:
-            evaluation.main(["--identities", str(args.eval_identities), "--samples", "1", "--device", str(device),
+            evaluation.main(["--identities", str(args.eval_identities), "--samples", "2", "--device", str(device),
                              "--json", os.path.join(args.out, "eval.json")])
 
     orbit = render_orbit(args.out, device)
