@@ -15,11 +15,18 @@ def face(tmp_path):
     return str(path)
 
 
-def test_redirect_end_to_end(face, tmp_path, capsys):
+def test_redirect_end_to_end_on_the_embedded_weights(face, tmp_path, capsys):
     out = tmp_path / "out.png"
     assert main(["redirect", face, "--pitch", "10", "--yaw", "-15", "--view-yaw", "5", "-o", str(out)]) == 0
     img = Image.open(out)
     assert img.size == (64, 64)
+    assert "RANDOMLY" not in capsys.readouterr().err
+
+
+def test_redirect_without_any_weights_warns(face, tmp_path, capsys, monkeypatch):
+    import rtgaze_fast.cli as cli
+    monkeypatch.setattr(cli, "default_weights", lambda config: None)
+    assert main(["redirect", face, "--pitch", "0", "--yaw", "0", "-o", str(tmp_path / "o.png")]) == 0
     assert "RANDOMLY" in capsys.readouterr().err
 
 
