@@ -29,6 +29,13 @@ def test_tiny_output_shapes():
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
+def test_planes_start_near_unit_scale():
+    # Without PLANE_INIT_GAIN the untrained planes have std ~0.08 and training cannot shape depth.
+    torch.manual_seed(0)
+    std = float(RTGaze("tiny").encode(*inputs()).std())
+    assert 0.3 < std < 3, std
+
+
 def test_base_shapes_and_size_on_meta():
     with torch.device("meta"):
         m = RTGaze("base")

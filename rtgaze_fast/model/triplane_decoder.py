@@ -19,8 +19,10 @@ class TriplaneDecoder(nn.Module):
         self.block = TransformerBlock(d, max(1, d // 32), cfg.decoder_sr_ratio)
         self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_act(d, d),
                                 nn.Conv2d(d, 3 * cfg.plane_channels, 3, 1, 1))
-        with torch.no_grad():  # planes start near unit std (default init gives ~0.08): the decoder MLP
-            self.up[-1].weight.mul_(PLANE_INIT_GAIN)  # then sees features of the scale EG3D's planes have
+        # Default init gives planes of std ~0.08, too small for the decoder's densities to vary:
+        # the rendered depth stayed flat in training (docs/model.md). With the gain: std ~0.8.
+        with torch.no_grad():
+            self.up[-1].weight.mul_(PLANE_INIT_GAIN)
             self.up[-1].bias.mul_(PLANE_INIT_GAIN)
         self.plane_channels = cfg.plane_channels
 

@@ -29,10 +29,10 @@ CACHE_KEYS = ("image", "target", "novel_view", "depth", "depth_novel", "eye_mask
 
 
 def _render_range(args) -> Dict[str, torch.Tensor]:
-    ds_kwargs, lo, hi = args
+    config_name, n_identities, seed, samples_per_identity, lo, hi = args
     torch.set_num_threads(1)
-    from ..data.synthetic import SyntheticGaze
-    ds = SyntheticGaze(**ds_kwargs)
+    from ..model import CONFIGS
+    ds = dataset_for(CONFIGS[config_name], n_identities, seed, samples_per_identity=samples_per_identity)
     items = [ds[i] for i in range(lo, hi)]
     return {k: torch.stack([it[k] for it in items]) for k in CACHE_KEYS}
 
@@ -59,9 +59,7 @@ def build_cache(config, n_identities: int, seed: int, workers: int = 2, path: Op
     ds = dataset_for(config, n_identities, seed, samples_per_identity=samples_per_identity)
     n = len(ds)
     bounds = [(i * n // (workers * 8), (i + 1) * n // (workers * 8)) for i in range(workers * 8)]
-    jobs = [({"n_identities": n_identities, "seed": seed, "resolution": config.image_size,
-              "samples_per_identity": samples_per_identity, "target_resolution": config.output_size,
-              "depth_resolution": config.ray_res}, lo, hi) for lo, hi in bounds if hi > lo]
+    jobs = [(config.name, n_identities, seed, samples_per_identity, lo, hi) for lo, hi in bounds if hi > lo]
     from tqdm import tqdm
     parts = []
     if workers > 1:

@@ -80,8 +80,9 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
-        # A rare 0/0 in a backward (a ray whose weights all underflow) must not poison the weights:
-        # skip that update, as AMP's GradScaler does.
+        # A non-finite gradient must not poison the weights: skip that update, as AMP's GradScaler
+        # does. Seen twice in CPU training runs (steps ~180-260); its source was not found (a rerun
+        # from the same checkpoint with another thread count did not reproduce it).
         terms["skipped"] = float(not math.isfinite(terms["grad_norm"]))
         if not terms["skipped"]:
             self.opt.step()
