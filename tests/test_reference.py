@@ -247,6 +247,26 @@ def test_weights_sum_and_depth_ranges(name):
     assert (depth >= lo - 1e-5).all() and (depth <= hi + 1e-5).all()
 
 
+def test_empty_ray_depth_is_inf_with_a_finite_gradient():
+    """A ray whose weights all underflow (EG3D: 0/0 -> NaN -> inf, then the clamp) keeps that
+    forward value, and its backward is zero, not NaN (which reached training through L_D)."""
+    from rtgaze_fast.reference.marcher import march, march_unclamped
+    gen = torch.Generator().manual_seed(5)
+    depths = torch.sort(torch.rand(1, 3, 12, 1, generator=gen) + 1, -2).values
+    densities = torch.randn(1, 3, 12, 1, generator=gen) * 3
+    densities[:, 1] = -500.0  # softplus(-501) underflows: every weight of ray 1 is exactly 0
+    densities.requires_grad_(True)
+    colors = torch.rand(1, 3, 12, 4, generator=gen, requires_grad=True)
+    _, unclamped, weights = march_unclamped(colors, densities, depths)
+    assert (weights[:, 1] == 0).all() and unclamped[0, 1, 0] == float("inf")
+    assert torch.isfinite(unclamped[:, [0, 2]]).all()
+    rgb, depth, _ = march(colors, densities, depths)
+    assert depth[0, 1, 0] == depths.max()
+    (depth.sum() + rgb.sum()).backward()
+    assert torch.isfinite(densities.grad).all() and torch.isfinite(colors.grad).all()
+    assert (densities.grad[:, [0, 2]] != 0).any()
+
+
 @pytest.mark.parametrize("plane_set", ["eg3d", "corrected"])
 def test_points_outside_the_box_sample_zero_features(plane_set):
     """A plane's taps are zero once its (u, v) leave the plane (beyond the outer half texel):

@@ -27,7 +27,12 @@ def march_unclamped(colors: torch.Tensor, densities: torch.Tensor, depths: torch
 
     rgb = torch.sum(weights * colors_mid, -2)
     weight_total = weights.sum(2)
-    depth = torch.nan_to_num(torch.sum(weights * depths_mid, -2) / weight_total, float("inf"))
+    # A ray whose weights all underflow to 0 gives 0/0 -> NaN -> inf, as in EG3D; dividing by 1 there
+    # instead keeps that forward value but makes the backward 0 rather than 0 * (1/0) = NaN (which
+    # poisoned ~8% of the tiny model's training steps through L_D).
+    hit = weight_total > 0
+    depth = torch.where(hit, torch.sum(weights * depths_mid, -2) / torch.where(hit, weight_total, 1), float("nan"))
+    depth = torch.nan_to_num(depth, float("inf"))
     if white_back:
         rgb = rgb + 1 - weight_total
     return rgb * 2 - 1, depth, weights
