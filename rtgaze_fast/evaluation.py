@@ -16,6 +16,11 @@ camera, and is compared with the generator's ground-truth renders at the model's
 The trivial baseline ``identity`` returns the input unchanged (area-resized to the output size)
 for every request, so its gaze error is the source-target angle and its novel-view scores show
 what ignoring the camera costs. A model is useful where it beats ``identity``.
+
+The ``oracle`` row is the ground truth seen through the configuration's neural-rendering
+resolution: each target area-downsampled to ``ray_res`` and bilinearly upsampled back (image
+metrics only). It is what a perfect R x R render would score before super-resolution adds detail,
+i.e. how much of the output's detail the super-resolution must invent at that configuration.
 """
 from __future__ import annotations
 
@@ -50,6 +55,12 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> f
     return float((pred.float() - target.float()).abs().mean(0, keepdim=True)[mask > 0.5].mean())
 
 
+def ray_res_oracle(target: torch.Tensor, ray_res: int) -> torch.Tensor:
+    """(3, H, W) -> the same image through a ray_res x ray_res bottleneck (area down, bilinear up)."""
+    low = F.interpolate(target[None].float(), size=ray_res, mode="area")
+    return F.interpolate(low, size=target.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+
 def _scores(pred, pred_novel, item, ip, estimate: bool) -> Dict[str, float]:
     from .data.synthetic import estimate_gaze
     from .gaze import angular_error_deg
@@ -68,8 +79,9 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
              estimate: bool = True, progress: bool = True) -> dict:
     """Scores of ``model`` and of the identity baseline on held-out synthetic pairs.
 
-    Returns ``{"model": {metric: mean}, "identity": {...}, "per_sample": [...], "seconds_per_image",
-    "n"}``; gaze errors need the estimator (``estimate=False`` skips them: faster).
+    Returns ``{"model": {metric: mean}, "identity": {...}, "oracle": {...}, "per_sample": [...],
+    "seconds_per_image", "n"}``; gaze errors need the estimator (``estimate=False`` skips them:
+    faster); the oracle has image metrics only.
     """
     from tqdm import tqdm
     from .train.recipe import dataset_for
@@ -90,21 +102,25 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
         ip = ds.identity(i)
         per_sample.append({"index": i, "identity": item["identity"],
                            "model": _scores(pred, pred_novel, item, ip, estimate),
-                           "identity_baseline": _scores(same, same, item, ip, estimate)})
+                           "identity_baseline": _scores(same, same, item, ip, estimate),
+                           "oracle": _scores(ray_res_oracle(item["target"], cfg.ray_res),
+                                             ray_res_oracle(item["novel_view"], cfg.ray_res), item, ip, False)})
     summary = {name: {k: statistics.fmean(s[key][k] for s in per_sample) for k in per_sample[0][key]}
-               for name, key in (("model", "model"), ("identity", "identity_baseline"))}
-    return {**summary, "per_sample": per_sample, "n": len(ds),
+               for name, key in (("model", "model"), ("identity", "identity_baseline"), ("oracle", "oracle"))}
+    return {**summary, "per_sample": per_sample, "n": len(ds), "ray_res": cfg.ray_res,
             "seconds_per_image": statistics.median(times)}
 
 
 def format_table(result: dict) -> str:
     names = [m for m in METRICS if m in result["model"]]
     better = {"eye_l1": "lower", "gaze_error_deg": "lower", "novel_gaze_error_deg": "lower"}
-    lines = [f"{'metric':<22}{'model':>10}{'identity':>10}  better", "-" * 50]
+    oracle = result.get("oracle", {})
+    lines = [f"{'metric':<22}{'model':>10}{'identity':>10}{'oracle':>10}  better", "-" * 60]
     for m in names:
-        lines.append(f"{m:<22}{result['model'][m]:>10.3f}{result['identity'][m]:>10.3f}  {better.get(m, 'higher')}")
+        o = f"{oracle[m]:>10.3f}" if m in oracle else f"{'-':>10}"
+        lines.append(f"{m:<22}{result['model'][m]:>10.3f}{result['identity'][m]:>10.3f}{o}  {better.get(m, 'higher')}")
     lines.append(f"{result['n']} held-out pairs; model {result['seconds_per_image'] * 1e3:.1f} ms per image "
-                 f"(median, batch 1)")
+                 f"(median, batch 1); oracle: the targets through the {result.get('ray_res', '?')}^2 ray grid")
     return "\n".join(lines)
 
 

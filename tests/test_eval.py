@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from rtgaze_fast import RTGaze
 from rtgaze_fast.cli import main as cli_main
-from rtgaze_fast.evaluation import evaluate, masked_l1, psnr, ssim
+from rtgaze_fast.evaluation import evaluate, masked_l1, psnr, ray_res_oracle, ssim
 from rtgaze_fast.gaze import angular_error_deg
 from rtgaze_fast.train.recipe import dataset_for
 
@@ -31,6 +31,15 @@ def test_ssim_is_one_on_equal_images_and_lower_otherwise():
     assert ssim(x + 0.3 * torch.randn(3, 32, 32), x) < 0.9
 
 
+def test_ray_res_oracle_keeps_what_the_ray_grid_resolves_and_loses_finer_detail():
+    x = torch.rand(3, 16, 16) * 2 - 1
+    assert torch.allclose(ray_res_oracle(x, 16), x, atol=1e-6)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1   # 1-pixel detail
+    assert torch.allclose(ray_res_oracle(checker.expand(3, 16, 16), 8), torch.zeros(3, 16, 16), atol=1e-6)
+    smooth = torch.linspace(-1, 1, 16)[None, None].expand(3, 16, 16)
+    assert (ray_res_oracle(smooth, 8) - smooth).abs().max() < 0.1
+
+
 def test_identity_baseline_reads_the_source_gaze_and_a_random_model_loses():
     torch.manual_seed(0)
     model = RTGaze("tiny", deterministic=True)
@@ -42,8 +51,9 @@ def test_identity_baseline_reads_the_source_gaze_and_a_random_model_loses():
     assert result["identity"]["gaze_error_deg"] == pytest.approx(source_target, abs=3.0)
     assert result["identity"]["psnr"] > 25 > result["model"]["psnr"]
     assert result["identity"]["novel_psnr"] < result["identity"]["psnr"]   # the camera moved
-    for name in ("model", "identity"):
+    for name in ("model", "identity", "oracle"):
         assert all(math.isfinite(v) for v in result[name].values())
+    assert "gaze_error_deg" not in result["oracle"] and result["oracle"]["psnr"] > result["model"]["psnr"]
     assert result["n"] == 1 and result["seconds_per_image"] > 0
 
 
