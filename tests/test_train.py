@@ -1,5 +1,7 @@
 """Training (issues #3, #8): each loss term on a hand-computable case; steps lower the loss; resume;
 the schedule; the synthetic-data recipe end to end at a toy size."""
+import json
+
 import pytest
 import torch
 
@@ -78,7 +80,7 @@ def test_checkpoint_and_resume(tmp_path):
     a.save(path)
     b = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu")
     b.resume(path)
-    assert b.step == 1
+    assert b.step == 1 and b.history == a.history and b.history[0]["step"] == 0
     ta, tb = a.train_step(batch), b.train_step(batch)
     assert ta["total"] == tb["total"]
     for (k, v), (_, w) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
@@ -168,8 +170,12 @@ def test_recipe_trains_and_writes_loadable_fp16_weights(tmp_path):
         assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
     model = RTGaze("tiny")
     load_weights(model, str(out))
-    assert (tmp_path / "w.history.json").is_file()
+    assert (tmp_path / "w.loss.png").stat().st_size > 0
+    history = json.loads((tmp_path / "w.history.json").read_text())["history"]
+    assert [h["step"] for h in history] == [0, 1]
     # A second run finds the cache and the checkpoint and resumes (nothing left to do).
     assert recipe_main(["--steps", "2", "--batch", "2", "--identities", "1", "--workers", "1",
                         "--cache", str(tmp_path / "cache.safetensors"),
                         "--checkpoint", str(tmp_path / "ckpt.safetensors"), "-o", str(out)]) == 0
+    # ... and keeps the history of the steps it resumed from.
+    assert json.loads((tmp_path / "w.history.json").read_text())["history"] == history

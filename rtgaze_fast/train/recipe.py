@@ -10,7 +10,8 @@
    gaze seen from the sample's second camera (the multi-view supervision that makes the
    triplane 3D); Adam with a cosine schedule;
 3. writes the weights as fp16 safetensors (metadata: config, steps, the command, the time it
-   took) and the training history as JSON beside them.
+   took), and beside them the loss history of every step (across resumed runs) as JSON and as a
+   plot.
 """
 from __future__ import annotations
 
@@ -107,6 +108,29 @@ def save_weights(model, path: str, metadata: Dict[str, str]) -> None:
     save_file(state, path, metadata=metadata)
 
 
+def plot_history(history: List[dict], path: str, every: int = 100) -> str:
+    """The loss terms averaged over each ``every`` steps, log scale, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("total", "L_R", "L_D", "L_P"):
+        points = {}
+        for i, h in enumerate(history):
+            points.setdefault(h.get("step", i) // every, []).append(h[key])
+        xs = sorted(points)
+        ax.plot([(x + 1) * every for x in xs], [sum(points[x]) / len(points[x]) for x in xs], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"loss (mean over {every} steps)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from ..model import CONFIGS, RTGaze
     from .losses import RTGazeLoss
@@ -159,5 +183,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     save_weights(trainer.model, out, meta)
     with open(os.path.splitext(out)[0] + ".history.json", "w") as f:
         json.dump({"meta": meta, "history": history}, f)
+    plot_history(history, os.path.splitext(out)[0] + ".loss.png")
     print(f"wrote {out}: {args.config}, {trainer.step} steps; data {t_data:.0f} s, training {t_train:.0f} s on {device}")
     return 0

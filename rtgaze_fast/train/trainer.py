@@ -62,10 +62,11 @@ class Trainer:
         self.amp = self.device.type == "cuda" if amp is None else amp  # bf16 autocast on a GPU
         self.lr, self.schedule = lr, schedule
         self.step = 0
+        self.history: list = []  # every step's terms, across resumes (saved beside the checkpoint)
 
     def train_step(self, batch: dict) -> dict:
         """One step on a batch with 'image', 'gaze_target', 'target' and optional 'camera',
-        'eye_mask', 'teacher_depth' (tensors)."""
+        'eye_mask', 'teacher_depth' (tensors); returns its loss terms (also kept in ``history``)."""
         b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -86,33 +87,37 @@ class Trainer:
         terms["skipped"] = float(not math.isfinite(terms["grad_norm"]))
         if not terms["skipped"]:
             self.opt.step()
+        terms["step"] = self.step
+        self.history.append(terms)
         self.step += 1
         return terms
 
     def fit(self, batches: Iterable[dict], steps: int, checkpoint: Optional[str] = None, every: int = 100) -> list:
+        """Train up to step ``steps``; returns ``self.history`` (this and any resumed run's steps)."""
         from tqdm import tqdm
-        history = []
         it = iter(batches)
         with tqdm(total=steps, initial=self.step, desc="train", dynamic_ncols=True) as bar:
             while self.step < steps:
                 terms = self.train_step(next(it))
-                history.append(terms)
                 bar.set_postfix(loss=f"{terms['total']:.4f}")
                 bar.update(1)
                 if checkpoint and self.step % every == 0:
                     self.save(checkpoint)
         if checkpoint:
             self.save(checkpoint)
-        return history
+        return self.history
 
     def save(self, path: str) -> None:
-        """Weights to ``path`` (safetensors); optimiser state and step beside it (``.opt.safetensors``)."""
+        """Weights to ``path`` (safetensors); optimiser state and step beside it (``.opt.safetensors``),
+        the loss history as ``.history.json``."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, path,
                   metadata={"config": self.model.config.name, "step": str(self.step)})
         tensors, meta = _flat_optimizer_state(self.opt)
         meta["step"] = self.step
         save_file(tensors, path + ".opt.safetensors", metadata={"json": json.dumps(meta)})
+        with open(path + ".history.json", "w") as f:
+            json.dump(self.history, f)
 
     def resume(self, path: str) -> None:
         from safetensors import safe_open
@@ -128,3 +133,6 @@ class Trainer:
             state.setdefault(int(pid), {})[k] = v
         self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.step = int(meta["step"])
+        if os.path.isfile(path + ".history.json"):  # absent for checkpoints written before it existed
+            with open(path + ".history.json") as f:
+                self.history = [h for h in json.load(f) if h.get("step", 0) < self.step]
