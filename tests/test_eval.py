@@ -75,11 +75,12 @@ def test_eval_cli_refuses_bad_arguments(tmp_path, capsys):
     assert cli_main(["eval", "--identities", "0", "--weights", "x"]) == 2
 
 
-def test_shipped_weights_redirect_gaze_better_than_the_identity_baseline():
+def test_shipped_weights_beat_the_identity_baseline_on_gaze_and_eye_region_error():
     """The embedded tiny weights (issue #8) on 16 held-out pairs, fixed seed. They must read the
-    target gaze better than the unchanged input and beat it at the novel camera. Measured at
-    commit time: gaze error 12.6 vs 21.8 deg, novel-view PSNR 20.1 vs 18.2 dB; the eye-region
-    error does NOT yet beat the baseline (eye PSNR 17.8 vs 18.3 dB), so it is not asserted."""
+    target gaze better than the unchanged input, have a lower eye-region squared error (eye PSNR)
+    and beat it at the novel camera. Measured at commit time: gaze error 7.2 vs 21.8 deg, eye PSNR
+    19.8 vs 18.3 dB, novel-view PSNR 22.2 vs 18.2 dB. Eye-region L1 (0.129 vs 0.106) does NOT beat
+    the baseline (docs/model.md says why), so it is not asserted."""
     from rtgaze_fast.cli import default_weights, load_weights
     path = default_weights("tiny")
     assert path is not None, "rtgaze_fast/assets/rtgaze_tiny.safetensors is missing from the package"
@@ -87,7 +88,8 @@ def test_shipped_weights_redirect_gaze_better_than_the_identity_baseline():
     load_weights(model, path)
     result = evaluate(model.float(), n_identities=8, samples_per_identity=2, seed=0, progress=False)
     m, i = result["model"], result["identity"]
-    assert m["gaze_error_deg"] < i["gaze_error_deg"] - 5
-    assert m["novel_gaze_error_deg"] < i["novel_gaze_error_deg"] - 10
-    assert m["novel_psnr"] > i["novel_psnr"] + 1
-    assert m["psnr"] > 18   # a face, not noise (the step-345 model of the first recipe: 14.6)
+    assert m["gaze_error_deg"] < i["gaze_error_deg"] - 10
+    assert m["novel_gaze_error_deg"] < i["novel_gaze_error_deg"] - 15
+    assert m["eye_psnr"] > i["eye_psnr"] + 0.75
+    assert m["novel_psnr"] > i["novel_psnr"] + 2
+    assert m["psnr"] > 20   # a face, not noise (the step-345 model of the first recipe: 14.6)

@@ -138,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="rtgaze-fast train",
                                 description="Train RTGaze on the synthetic gaze data (the embedded weights' recipe).")
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=9600,
+                   help="total steps (the embedded weights: 9600, trained in resumed segments)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--identities", type=int, default=1000, help="training subjects (4 pairs each)")
