@@ -116,8 +116,8 @@ def plot_history(history: List[dict], path: str, every: int = 100) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in ("total", "L_R", "L_D", "L_P"):
         points = {}
-        for i, h in enumerate(history):
-            points.setdefault(h.get("step", i) // every, []).append(h[key])
+        for h in history:
+            points.setdefault(h["step"] // every, []).append(h[key])
         xs = sorted(points)
         ax.plot([(x + 1) * every for x in xs], [sum(points[x]) / len(points[x]) for x in xs], label=key)
     ax.set_yscale("log")

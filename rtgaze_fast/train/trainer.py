@@ -135,4 +135,4 @@ class Trainer:
         self.step = int(meta["step"])
         if os.path.isfile(path + ".history.json"):  # absent for checkpoints written before it existed
             with open(path + ".history.json") as f:
-                self.history = [h for h in json.load(f) if h.get("step", 0) < self.step]
+                self.history = json.load(f)
