@@ -15,13 +15,17 @@ log "build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
 python3 -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 || log "build FAILED (see build.log)"
 python3 -c "import rtgaze_fast as r; print('backends on cuda:', r.available_backends('cuda'))" >>"$OUT/suite.log" 2>&1
 
+# Parity and the sanitizers use each Triton kernel's default config (no autotuning: every shape
+# of the suite compiles its own kernels, 10-25 s each) and compile in parallel processes.
 log "GPU parity"
-TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_parity.py --junitxml="$OUT/parity.xml" >>"$OUT/suite.log" 2>&1 \
-  || log "parity FAILED"
+XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+TRITON_INTERPRET=0 RTGAZE_FAST_TRITON_AUTOTUNE=0 python3 -m pytest -q -p no:cacheprovider $XDIST tests/test_gpu_parity.py \
+  --junitxml="$OUT/parity.xml" >>"$OUT/suite.log" 2>&1 || log "parity FAILED"
 
 log "compute-sanitizer (tiny sizes)"
 for tool in memcheck racecheck initcheck; do
-  compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py >>"$OUT/sanitizer.log" 2>&1
+  RTGAZE_FAST_TRITON_AUTOTUNE=0 compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py \
+    >>"$OUT/sanitizer.log" 2>&1
   log "compute-sanitizer $tool rc=$? (see sanitizer.log)"
 done
 

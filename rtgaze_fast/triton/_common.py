@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import List, Sequence, Tuple
 
 import torch
 import triton
@@ -17,6 +18,10 @@ from .. import ops
 # The interpreter (CPU tests) runs ~5 ms per program instance and cannot autotune over several
 # configs: one large block there; on a GPU the kernels autotune.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Autotuning compiles every config of every specialisation (the renderer: 10-25 s each), so a
+# test suite with many shapes spends minutes compiling. RTGAZE_FAST_TRITON_AUTOTUNE=0 launches
+# each kernel's first (default) config only.
+AUTOTUNE = os.environ.get("RTGAZE_FAST_TRITON_AUTOTUNE", "1") != "0"
 
 # Decoder sizes (C, hidden, 1 + out_dim) are zero-padded to powers of two >= 16 for tl.dot;
 # above this the two layers no longer fit one program's registers.
@@ -45,6 +50,15 @@ def register(family: str):
 
 def _squash(s: str) -> str:
     return s.replace(" ", "")
+
+
+def launch_configs(block: str, gpu: Sequence[Tuple[int, int]], interpreter_block: int) -> List[triton.Config]:
+    """Autotune configs from (block size, num_warps) pairs, the first being the default: all of
+    them on a GPU, the first alone with autotuning off, one large block under the interpreter.
+    ``python -m rtgaze_fast.triton.aot --all-configs`` compiles every pair for sm_90 (CI does)."""
+    if INTERPRET:
+        return [triton.Config({block: interpreter_block}, num_warps=4)]
+    return [triton.Config({block: b}, num_warps=w) for b, w in (gpu if AUTOTUNE else gpu[:1])]
 
 
 def next_pow2(n: int, minimum: int = 1) -> int:

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import INTERPRET, check, next_pow2, register, softplus
+from ._common import check, launch_configs, next_pow2, register, softplus
 
 
 @triton.jit
@@ -78,13 +78,14 @@ def inverse_cdf(t, w, N, u, NF):
     return b_lo + (u - cdf_lo) / denom * (b_hi - b_lo)
 
 
-def _configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK_R": 64}, num_warps=4)]
-    return [triton.Config({"BLOCK_R": b}, num_warps=w) for b in (4, 8, 16, 32) for w in (2, 4)]
+# (BLOCK_R rays, num_warps), the default first, compiled for sm_90 (rtgaze_fast.triton.aot) at
+# 48+48 and 96+96 samples: none spills more than 240 bytes per thread. More rays per program
+# (8+ for march, 4+ for importance at 96) spilled 4-80 KB.
+MARCH_CONFIGS = ((2, 8), (1, 4), (4, 8))
+IMPORTANCE_CONFIGS = ((2, 8), (1, 4))
 
 
-@triton.autotune(configs=_configs(), key=["SP", "OP"])
+@triton.autotune(configs=launch_configs("BLOCK_R", MARCH_CONFIGS, 64), key=["SP", "OP"])
 @triton.jit
 def _march_kernel(rgb_ptr, sigma_ptr, t_ptr, out_rgb_ptr, depth_ptr, w_ptr, P, S, O, WHITE_BACK: tl.constexpr,
                   SP: tl.constexpr, OP: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -108,7 +109,7 @@ def _march_kernel(rgb_ptr, sigma_ptr, t_ptr, out_rgb_ptr, depth_ptr, w_ptr, P, S
     tl.store(out_rgb_ptr + r.to(tl.int64)[:, None] * O + oo, rgb * 2.0 - 1.0, mask=rmask[:, None] & (oo < O))
 
 
-@triton.autotune(configs=_configs(), key=["NP", "FP"])
+@triton.autotune(configs=launch_configs("BLOCK_R", IMPORTANCE_CONFIGS, 64), key=["NP", "FP"])
 @triton.jit
 def _importance_kernel(t_ptr, w_ptr, u_ptr, out_ptr, P, N, NF, NP: tl.constexpr, FP: tl.constexpr,
                        BLOCK_R: tl.constexpr):

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import INTERPRET, check, check_planes, decode_points, dot_mode, next_pow2, prepare_decoder, register
+from ._common import check, check_planes, decode_points, dot_mode, launch_configs, next_pow2, prepare_decoder, register
 from .march import colour_coefficients, composite_depth, interval_weights, inverse_cdf
 
 
@@ -59,13 +59,15 @@ def _merge_order(t, valid):
 MAX_SAMPLES = 256
 
 
-def _configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK_R": 32}, num_warps=4)]
-    return [triton.Config({"BLOCK_R": b}, num_warps=w) for b in (1, 2, 4) for w in (4, 8)]
+# (BLOCK_R rays, num_warps), the default first. Compiled for sm_90 (rtgaze_fast.triton.aot):
+# One config, so nothing to autotune: every other one failed somewhere. 4 rays, and 2 with 4
+# warps, fail to lower in the tf32/fp16/bf16 modes (Triton 3.6 and 3.7), 1 with 4 warps at
+# 96+96 samples; 2 rays with 8 warps took over 5 minutes to compile in tf32 (3.6); 16 warps
+# cap registers at 128 and spill in every mode.
+CONFIGS = ((1, 8),)
 
 
-@triton.autotune(configs=_configs(), key=["MP", "HAS_FINE", "CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32), key=["MP", "HAS_FINE", "CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
 @triton.jit
 def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, iu_ptr,
                    rgb_ptr, depth_ptr, wsum_ptr, range_ptr, P, R, N, NF, H, W, C, O, box_warp,

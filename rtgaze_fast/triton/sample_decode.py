@@ -11,16 +11,16 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import INTERPRET, check, check_planes, decode_points, dot_mode, prepare_decoder, register
+from ._common import check, check_planes, decode_points, dot_mode, launch_configs, prepare_decoder, register
 
 
-def _configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK": 256}, num_warps=4)]
-    return [triton.Config({"BLOCK": b}, num_warps=w) for b in (32, 64, 128) for w in (4, 8)]
+# (BLOCK points, num_warps), the default first. Compiled for sm_90 (rtgaze_fast.triton.aot):
+# 128 points with 4 warps fails to lower in the tf32/fp16/bf16 modes (Triton 3.6 and 3.7);
+# (32, 8) spills in no mode, larger blocks spill 0.3-1.6 KB per thread in fp32.
+CONFIGS = ((32, 8), (64, 8), (32, 4), (128, 8))
 
 
-@triton.autotune(configs=_configs(), key=["CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK", CONFIGS, 256), key=["CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
 @triton.jit
 def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, points_ptr, sigma_ptr, rgb_ptr,
                           total, M, H, W, C, O, box_warp, CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr,

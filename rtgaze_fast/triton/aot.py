@@ -1,0 +1,174 @@
+"""Compile the Triton kernels for a GPU architecture on any machine (no GPU or driver needed):
+the check that they lower to real machine code (the interpreter never lowers them), and their
+resource figures: registers, stack (spills), shared memory and compile time per autotune config.
+
+    python -m rtgaze_fast.triton.aot [--arch 90] [--precisions fp32 ...] [--all-configs] [--jobs 2] [--json F]
+
+Must run without TRITON_INTERPRET=1 (the interpreter replaces the kernels by Python functions).
+Shapes are the FFHQ configuration: C=32 plane channels, hidden 64, 32 output features, and
+48+48 samples per ray (``--samples`` for others)."""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Dict, List, Optional
+
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, next_pow2
+
+_DOT = {"fp32": (tl.float32, True), "tf32": (tl.float32, False), "fp16": (tl.float16, False),
+        "bf16": (tl.bfloat16, False)}
+# The FFHQ decoder padded as prepare_decoder pads it: C=32, hidden 64, 1 + 32 outputs -> 64.
+_DECODER = dict(CP=32, HD=64, O1P=64)
+
+
+def _kernels():
+    """name -> (autotuned kernel, block parameter, (block, num_warps) pairs, constexprs of
+    (precision, samples per pass))."""
+    from . import march, render, sample_decode
+    return {
+        "sample_decode": (sample_decode._sample_decode_kernel, "BLOCK", sample_decode.CONFIGS,
+                          lambda p, n: dict(_DECODER, PLANE_SET=0, DOT_DTYPE=_DOT[p][0], IEEE=_DOT[p][1])),
+        "march": (march._march_kernel, "BLOCK_R", march.MARCH_CONFIGS,
+                  lambda p, n: dict(WHITE_BACK=False, SP=next_pow2(2 * n), OP=32)),
+        "importance": (march._importance_kernel, "BLOCK_R", march.IMPORTANCE_CONFIGS,
+                       lambda p, n: dict(NP=next_pow2(n), FP=next_pow2(n))),
+        "render": (render._render_kernel, "BLOCK_R", render.CONFIGS,
+                   lambda p, n: dict(_DECODER, PLANE_SET=0, DOT_DTYPE=_DOT[p][0], IEEE=_DOT[p][1], DISPARITY=False,
+                                     WHITE_BACK=False, HAS_FINE=True, MP=next_pow2(n, 16))),
+    }
+
+
+# Kernels whose arithmetic depends on the precision mode; the others are compiled once (fp32).
+PRECISION_DEPENDENT = ("sample_decode", "render")
+
+
+def _signature(fn, constexprs: Dict, precision: str) -> Dict[str, str]:
+    """Argument types: pointers fp32 (planes in the mode's dtype), box_warp fp32, other scalars i32."""
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name == "planes_ptr":
+            sig[name] = "*" + (precision if precision in ("fp16", "bf16") else "fp32")
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32"
+        elif name == "box_warp":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict[str, int]:
+    """Registers, stack frame and spill bytes from ptxas -v, with the flags Triton itself uses."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        log = subprocess.run([get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}",
+                              src, "-o", os.path.join(d, "k.o")], capture_output=True, text=True, check=True).stderr
+    grab = lambda pat: int(re.search(pat, log).group(1))  # noqa: E731
+    return dict(registers=grab(r"Used (\d+) registers"), stack_bytes=grab(r"(\d+) bytes stack frame"),
+                spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"))
+
+
+def compile_kernel(name: str, precision: str = "fp32", block: Optional[int] = None, num_warps: Optional[int] = None,
+                   capability: int = 90, samples: int = 48) -> Dict:
+    """Compile one kernel for ``sm_<capability>`` (default: its default config) and return its
+    resource figures, or the compiler's error."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if INTERPRET:
+        raise RuntimeError("rtgaze_fast.triton.aot compiles real kernels: unset TRITON_INTERPRET")
+    autotuner, block_name, pairs, consts = _kernels()[name]
+    block = pairs[0][0] if block is None else block
+    num_warps = pairs[0][1] if num_warps is None else num_warps
+    row = dict(kernel=name, precision=precision, samples=samples, config={block_name: block}, num_warps=num_warps)
+    constexprs = dict(consts(precision, samples), **{block_name: block})
+    fn = autotuner.fn
+    t0 = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(fn=fn, signature=_signature(fn, constexprs, precision),
+                                            constexprs=constexprs),
+                                  target=GPUTarget("cuda", capability, 32), options=dict(num_warps=num_warps))
+    except Exception as e:  # a compiler failure is a result: report it
+        return dict(row, error=f"{type(e).__name__}: {e}".splitlines()[0])
+    arch = "sm_90a" if capability == 90 else f"sm_{capability}"  # Triton targets sm_90a on Hopper
+    return dict(row, arch=arch, shared_bytes=int(compiled.metadata.shared),
+                compile_s=round(time.perf_counter() - t0, 2), **_ptxas_figures(compiled.asm["ptx"], arch, capability))
+
+
+def _job(args) -> Dict:
+    return compile_kernel(*args)
+
+
+def report(kernels=None, precisions=("fp32",), all_configs: bool = False, capability: int = 90,
+           jobs: int = 1, samples=(48,)) -> List[Dict]:
+    """Compile each kernel in each mode (the precision-independent ones once) and config; print
+    a line per compile as it finishes; rows in a fixed order."""
+    todo = []
+    for name in kernels or list(_kernels()):
+        pairs = _kernels()[name][2]
+        for precision in (precisions if name in PRECISION_DEPENDENT else ("fp32",)):
+            todo += [(name, precision, b, w, capability, n) for n in samples
+                     for b, w in (pairs if all_configs else pairs[:1])]
+    if jobs <= 1:
+        rows = []
+        for args in todo:
+            rows.append(_job(args))
+            print(_format(rows[-1]), flush=True)
+        return rows
+    # Separate processes: the compiler holds the GIL for much of its work.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_job, args) for args in todo]
+        for f in as_completed(futures):
+            print(_format(f.result()), flush=True)
+        return [f.result() for f in futures]
+
+
+def _format(row: Dict) -> str:
+    cfg = ",".join(f"{k}={v}" for k, v in row["config"].items())
+    head = f"{row['kernel']:<14} {row['precision']:<5} N={row['samples']:<4} {cfg:<12} warps={row['num_warps']:<2} "
+    if "error" in row:
+        return head + "FAILED " + row["error"]
+    return (head + f"{row['arch']:<7} "
+            f"regs={row['registers']:<3} stack={row['stack_bytes']:<6} spill st/ld={row['spill_store_bytes']}/"
+            f"{row['spill_load_bytes']:<7} smem={row['shared_bytes']:<6} {row['compile_s']:.1f}s")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtgaze_fast.triton.aot", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90: H100/H200)")
+    p.add_argument("--kernels", nargs="+", choices=list(_kernels()), default=None)
+    p.add_argument("--precisions", nargs="+", choices=list(_DOT), default=list(_DOT))
+    p.add_argument("--all-configs", action="store_true", help="every autotune config (default: the first)")
+    p.add_argument("--samples", nargs="+", type=int, default=[48], help="samples per pass, N = N_f (default 48)")
+    p.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    p.add_argument("--json", default=None, help="write the rows here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as cache:  # an empty cache: compile times are real
+        os.environ["TRITON_CACHE_DIR"] = cache  # for the worker processes
+        triton.knobs.cache.dir = cache
+        rows = report(args.kernels, args.precisions, args.all_configs, args.arch, args.jobs, args.samples)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"triton": triton.__version__, "rows": rows}, f, indent=1)
+    failed = [r for r in rows if "error" in r]
+    print(f"{len(rows) - len(failed)} compiled, {len(failed)} failed (triton {triton.__version__})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
