@@ -100,20 +100,25 @@ def dot_mode(precision: str):
 
 
 def prepare_decoder(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, channels: int, device):
-    """Checked, transposed weights zero-padded to powers of two >= 16 (zero weights add nothing):
-    (w1t (CP, HDP), b1 (HDP,), w2t (HDP, O1P), b2 (O1P,), O)."""
+    """Checked, transposed weights zero-padded to powers of two >= 16 (zero weights add nothing),
+    the density row of the second layer apart: (w1t (CP, HDP), b1 (HDP,), w2t (HDP, OP) colour
+    columns, w2s (HDP,) density weights, b2 (1 + OP,) density then colour biases, O). The
+    density as a dot product of its own keeps the colour matmul a power of two wide (32, not
+    1 + 32 padded to 64, for EG3D's decoder): 32% fewer decoder FLOPs, half the per-sample
+    output registers."""
     for name, t, dim in (("w1", w1, 2), ("b1", b1, 1), ("w2", w2, 2), ("b2", b2, 1)):
         check(name, t, dim, device=device)
-    hd, o1 = w1.shape[0], w2.shape[0]
+    hd, o1 = w1.shape[0], w2.shape[0]  # o1 = 1 + out_dim
     if w1.shape[1] != channels or b1.shape != (hd,) or w2.shape[1] != hd or b2.shape != (o1,):
         raise ValueError(f"decoder weights do not chain: w1 {tuple(w1.shape)}, b1 {tuple(b1.shape)}, "
                          f"w2 {tuple(w2.shape)}, b2 {tuple(b2.shape)} for C={channels}")
-    if max(channels, hd, o1) > MAX_DECODER_SIZE or o1 < 2:
-        raise ValueError(f"the triton backend supports decoders with C, hidden and 1 + out_dim each at most "
+    if max(channels, hd, o1 - 1) > MAX_DECODER_SIZE or o1 < 2:
+        raise ValueError(f"the triton backend supports decoders with C, hidden and out_dim each at most "
                          f"{MAX_DECODER_SIZE} (any size; padded to powers of two >= 16) and out_dim >= 1; got "
                          f"C={channels}, hidden={hd}, 1 + out_dim={o1}")
-    cp, hdp, o1p = next_pow2(channels, 16), next_pow2(hd, 16), next_pow2(o1, 16)
-    return _pad(w1.t(), (cp, hdp)), _pad(b1, (hdp,)), _pad(w2.t(), (hdp, o1p)), _pad(b2, (o1p,)), o1 - 1
+    cp, hdp, op = next_pow2(channels, 16), next_pow2(hd, 16), next_pow2(o1 - 1, 16)
+    return (_pad(w1.t(), (cp, hdp)), _pad(b1, (hdp,)), _pad(w2[1:].t(), (hdp, op)), _pad(w2[0], (hdp,)),
+            _pad(b2, (1 + op,)), o1 - 1)
 
 
 def _pad(t: Tensor, shape) -> Tensor:
@@ -162,11 +167,11 @@ def bilinear_tap(planes_ptr, base, u, v, H, W, C, CP: tl.constexpr, mask):
 
 
 @triton.jit
-def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp, C,
-                  CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp, C,
+                  CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
                   DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
-    """sigma_raw (BLOCK,) and the decoder output (BLOCK, O1P) through the widened sigmoid (column 0
-    is sigma's, unused; colours are columns 1..O) of a block of points."""
+    """sigma_raw (BLOCK,) and the colour features (BLOCK, OP) through the widened sigmoid (columns
+    past O are padding) of a block of points."""
     scale = 2.0 / box_warp
     qx = px * scale
     qy = py * scale
@@ -182,9 +187,9 @@ def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, px, py, p
     feat = feat / 3.0
     c = tl.arange(0, CP)
     h = tl.arange(0, HD)
-    o = tl.arange(0, O1P)
+    o = tl.arange(0, OP)
     w1 = tl.load(w1t_ptr + c[:, None] * HD + h[None, :])
-    w2 = tl.load(w2t_ptr + h[:, None] * O1P + o[None, :])
+    w2 = tl.load(w2t_ptr + h[:, None] * OP + o[None, :])
     if IEEE:
         hid = tl.dot(feat, w1, input_precision="ieee")
     else:
@@ -194,6 +199,7 @@ def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, px, py, p
         out = tl.dot(hid, w2, input_precision="ieee")
     else:
         out = tl.dot(hid.to(DOT_DTYPE), w2.to(DOT_DTYPE))
-    out = out + tl.load(b2_ptr + o)[None, :]
-    sigma = tl.sum(tl.where(o[None, :] == 0, out, 0.0), axis=1)
+    out = out + tl.load(b2_ptr + 1 + o)[None, :]
+    # The density in fp32 in every mode, from the fp32 hidden layer.
+    sigma = tl.sum(hid * tl.load(w2s_ptr + h)[None, :], axis=1) + tl.load(b2_ptr)
     return sigma, widened_sigmoid(out)

@@ -28,8 +28,8 @@ from ._common import INTERPRET, next_pow2
 
 _DOT = {"fp32": (tl.float32, True), "tf32": (tl.float32, False), "fp16": (tl.float16, False),
         "bf16": (tl.bfloat16, False)}
-# The FFHQ decoder padded as prepare_decoder pads it: C=32, hidden 64, 1 + 32 outputs -> 64.
-_DECODER = dict(CP=32, HD=64, O1P=64)
+# The FFHQ decoder padded as prepare_decoder pads it: C=32, hidden 64, 32 colour features.
+_DECODER = dict(CP=32, HD=64, OP=32)
 
 
 def _kernels():
@@ -148,6 +148,19 @@ def _format(row: Dict) -> str:
             f"{row['spill_load_bytes']:<7} smem={row['shared_bytes']:<6} {row['compile_s']:.1f}s")
 
 
+def _environment(capability: int) -> Dict:
+    import datetime
+    import platform
+
+    import torch
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = get_ptxas(capability)
+    return dict(what="Triton kernels compiled for a GPU target on a machine without a GPU: compiler figures, "
+                     "not timings", date=datetime.date.today().isoformat(), host=platform.node(),
+                triton=triton.__version__, torch=torch.__version__, ptxas=ptxas.version.strip().splitlines()[-1],
+                target=f"sm_{capability}", shapes=f"C=32, hidden 64, out 32; samples per pass as in each row")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtgaze_fast.triton.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90: H100/H200)")
@@ -164,7 +177,7 @@ def main(argv=None) -> int:
         rows = report(args.kernels, args.precisions, args.all_configs, args.arch, args.jobs, args.samples)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"triton": triton.__version__, "rows": rows}, f, indent=1)
+            json.dump(dict(_environment(args.arch), rows=rows), f, indent=1)
     failed = [r for r in rows if "error" in r]
     print(f"{len(rows) - len(failed)} compiled, {len(failed)} failed (triton {triton.__version__})")
     return 1 if failed else 0

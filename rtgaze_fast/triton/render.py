@@ -18,21 +18,21 @@ from .march import colour_coefficients, composite_depth, interval_weights, inver
 
 
 @triton.jit
-def _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t, mask, H, W,
-                 box_warp, C, CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+def _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t, mask, H, W,
+                 box_warp, C, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
                  DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
     """Decode the points o + t d of a (BLOCK_R, MP) block of depths: sigma (BLOCK_R, MP), decoder
-    output (BLOCK_R, MP, O1P). The block is flattened to one list of points for the tl.dots."""
+    colours (BLOCK_R, MP, OP). The block is flattened to one list of points for the tl.dots."""
     BR: tl.constexpr = t.shape[0]
     MP: tl.constexpr = t.shape[1]
     px = tl.reshape(ox[:, None] + t * dx[:, None], (BR * MP,))
     py = tl.reshape(oy[:, None] + t * dy[:, None], (BR * MP,))
     pz = tl.reshape(oz[:, None] + t * dz[:, None], (BR * MP,))
     bb = tl.reshape(tl.broadcast_to(b_idx[:, None], (BR, MP)), (BR * MP,))
-    sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, bb, px, py, pz,
-                               tl.reshape(mask, (BR * MP,)), H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE,
+    sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, bb, px, py, pz,
+                               tl.reshape(mask, (BR * MP,)), H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE,
                                IEEE)
-    return tl.reshape(sigma, (BR, MP)), tl.reshape(out, (BR, MP, O1P))
+    return tl.reshape(sigma, (BR, MP)), tl.reshape(out, (BR, MP, OP))
 
 
 @triton.jit
@@ -67,11 +67,11 @@ MAX_SAMPLES = 256
 CONFIGS = ((1, 8),)
 
 
-@triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32), key=["MP", "HAS_FINE", "CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32), key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
 @triton.jit
-def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, iu_ptr,
+def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, iu_ptr,
                    rgb_ptr, depth_ptr, wsum_ptr, range_ptr, P, R, N, NF, H, W, C, O, box_warp,
-                   CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr, PLANE_SET: tl.constexpr,
+                   CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
                    DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr, DISPARITY: tl.constexpr, WHITE_BACK: tl.constexpr,
                    HAS_FINE: tl.constexpr, MP: tl.constexpr, BLOCK_R: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -98,8 +98,8 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, s
     else:
         t_c = near + step * (far - near) + u * ((far - near) / (N - 1))
     t_c = tl.where(cmask, t_c, near)
-    sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t_c,
-                                  cmask, H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE, IEEE)
+    sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t_c,
+                                  cmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
     lo = tl.min(tl.where(cmask, t_c, float("inf")), axis=1)
     hi = tl.max(tl.where(cmask, t_c, -float("inf")), axis=1)
 
@@ -108,8 +108,8 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, s
         fmask = rmask[:, None] & (k < NF)
         u_f = tl.load(iu_ptr + r64[:, None] * NF + k, mask=fmask, other=0.0)
         t_f = tl.where(fmask, inverse_cdf(t_c, w_c, N, u_f, NF), near)
-        sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
-                                      t_f, fmask, H, W, box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE, IEEE)
+        sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
+                                      t_f, fmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
         lo = tl.minimum(lo, tl.min(tl.where(fmask, t_f, float("inf")), axis=1))
         hi = tl.maximum(hi, tl.max(tl.where(fmask, t_f, -float("inf")), axis=1))
         # Merge the two lists into depth order by ranking, march in that order, then take each
@@ -128,8 +128,8 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, o_ptr, d_ptr, s
     wsum, depth = composite_depth(w, t_mid)
     if WHITE_BACK:
         rgb = rgb + 1.0 - wsum[:, None]
-    o = tl.arange(0, O1P)[None, :]
-    tl.store(rgb_ptr + r64[:, None] * O + (o - 1), rgb * 2.0 - 1.0, mask=rmask[:, None] & (o >= 1) & (o <= O))
+    o = tl.arange(0, OP)[None, :]
+    tl.store(rgb_ptr + r64[:, None] * O + o, rgb * 2.0 - 1.0, mask=rmask[:, None] & (o < O))
     tl.store(depth_ptr + r64, depth, mask=rmask)
     tl.store(wsum_ptr + r64, wsum, mask=rmask)
     tl.store(range_ptr + r64 * 2, lo, mask=rmask)
@@ -160,7 +160,7 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     if max(N, NF) > MAX_SAMPLES:
         raise ValueError(f"the triton renderer takes at most {MAX_SAMPLES} samples per pass (N and N_f), got "
                          f"N={N}, N_f={NF}")
-    w1t, b1p, w2t, b2p, O = prepare_decoder(w1, b1, w2, b2, C, dev)
+    w1t, b1p, w2t, w2s, b2p, O = prepare_decoder(w1, b1, w2, b2, C, dev)
     dtype, ieee = dot_mode(precision)
     rgb = ops.new_output((B, R, O), ray_origins)
     depth = ops.new_output((B, R), ray_origins)
@@ -170,9 +170,9 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     if P:
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
         # One padded width for both passes (>= 16 so that a one-ray block still fills a tl.dot).
-        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, b2p, ray_origins, ray_directions, ray_start, ray_end,
+        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start, ray_end,
                                           stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W, C, O,
-                                          float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], O1P=w2t.shape[1],
+                                          float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
                                           PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee,
                                           DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
                                           MP=next_pow2(max(N, NF), 16))

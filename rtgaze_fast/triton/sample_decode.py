@@ -20,10 +20,10 @@ from ._common import check, check_planes, decode_points, dot_mode, launch_config
 CONFIGS = ((32, 8), (64, 8), (32, 4), (128, 8))
 
 
-@triton.autotune(configs=launch_configs("BLOCK", CONFIGS, 256), key=["CP", "HD", "O1P", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK", CONFIGS, 256), key=["CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
 @triton.jit
-def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, points_ptr, sigma_ptr, rgb_ptr,
-                          total, M, H, W, C, O, box_warp, CP: tl.constexpr, HD: tl.constexpr, O1P: tl.constexpr,
+def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, points_ptr, sigma_ptr, rgb_ptr,
+                          total, M, H, W, C, O, box_warp, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr,
                           PLANE_SET: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr,
                           BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -32,11 +32,11 @@ def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, points_p
     px = tl.load(points_ptr + i64 * 3, mask=mask, other=0.0)
     py = tl.load(points_ptr + i64 * 3 + 1, mask=mask, other=0.0)
     pz = tl.load(points_ptr + i64 * 3 + 2, mask=mask, other=0.0)
-    sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, i // M, px, py, pz, mask, H, W,
-                               box_warp, C, CP, HD, O1P, PLANE_SET, DOT_DTYPE, IEEE)
+    sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, i // M, px, py, pz, mask, H,
+                               W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
     tl.store(sigma_ptr + i64, sigma, mask=mask)
-    o = tl.arange(0, O1P)[None, :]
-    tl.store(rgb_ptr + i64[:, None] * O + (o - 1), out, mask=mask[:, None] & (o >= 1) & (o <= O))
+    o = tl.arange(0, OP)[None, :]
+    tl.store(rgb_ptr + i64[:, None] * O + o, out, mask=mask[:, None] & (o < O))
 
 
 @register("sample_decode")
@@ -47,7 +47,7 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
     if points.shape[0] != planes.shape[0] or points.shape[2] != 3:
         raise ValueError(f"points must be (B={planes.shape[0]}, M, 3), got {tuple(points.shape)}")
     B, _, H, W, C = planes.shape
-    w1t, b1p, w2t, b2p, O = prepare_decoder(w1, b1, w2, b2, C, planes.device)
+    w1t, b1p, w2t, w2s, b2p, O = prepare_decoder(w1, b1, w2, b2, C, planes.device)
     dtype, ieee = dot_mode(precision)
     M = points.shape[1]
     sigma = ops.new_output((B, M), points)
@@ -55,8 +55,8 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
     total = B * M
     if total:
         grid = lambda meta: (triton.cdiv(total, meta["BLOCK"]),)  # noqa: E731
-        wrap_triton(_sample_decode_kernel)[grid](planes, w1t, b1p, w2t, b2p, points, sigma, rgb, total, M, H, W, C,
+        wrap_triton(_sample_decode_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, points, sigma, rgb, total, M, H, W, C,
                                                  O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1],
-                                                 O1P=w2t.shape[1], PLANE_SET=int(plane_set), DOT_DTYPE=dtype,
+                                                 OP=w2t.shape[1], PLANE_SET=int(plane_set), DOT_DTYPE=dtype,
                                                  IEEE=ieee)
     return sigma, rgb
