@@ -15,9 +15,12 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
 # Hopper's largest shared-memory allocation per block (227 KB) and registers per thread.
 MAX_SHARED, MAX_REGISTERS = 227 * 1024, 255
-# Stack (spill) bytes per thread allowed per kernel in the half/tf32 modes, where the speed is:
-# the measured figures (0-1.4 KB at 96+96) with headroom; more is a regression.
+# Stack (spill) bytes per thread allowed per kernel: the measured figures (0-0.7 KB, at 96+96
+# in the half/tf32 modes) with headroom; more is a regression.
 MAX_STACK = {"sample_decode": 512, "march": 512, "importance": 512, "render": 2048}
+# The fp32 (IEEE) renderer's dots run on CUDA cores with their operands in registers: 2.8 KB
+# per thread at 48+48, 5.7 KB at 96+96 (32 registers and 11 / 31 KB without its maxnreg).
+MAX_STACK_FP32_RENDER = 8192
 
 
 def _ptxas_available() -> bool:
@@ -44,8 +47,9 @@ def rows(tmp_path_factory):
 
 def test_every_kernel_config_and_mode_compiles_for_sm90(rows):
     from rtgaze_fast.triton import march, render, sample_decode
-    expected = (len(sample_decode.CONFIGS) * 4 + len(render.CONFIGS) * 4 + len(march.MARCH_CONFIGS)
-                + len(march.IMPORTANCE_CONFIGS)) * 2
+    # sample_decode in 4 modes; render in 4 modes at 2 sample counts; march, importance at 2.
+    expected = (len(sample_decode.CONFIGS) * 4 + len(render.CONFIGS) * 4 * 2 + len(march.MARCH_CONFIGS) * 2
+                + len(march.IMPORTANCE_CONFIGS) * 2)
     assert len(rows) == expected
     failed = [r for r in rows if "error" in r]
     assert not failed, failed
@@ -56,5 +60,5 @@ def test_resources_fit_the_chip(rows):
         if "error" in r:
             continue
         assert r["shared_bytes"] <= MAX_SHARED and r["registers"] <= MAX_REGISTERS, r
-        if r["precision"] != "fp32" or r["kernel"] in ("march", "importance"):
-            assert r["stack_bytes"] <= MAX_STACK[r["kernel"]], f"spills grew: {r}"
+        limit = MAX_STACK[r["kernel"]] if r["precision"] != "fp32" or r["kernel"] != "render" else MAX_STACK_FP32_RENDER
+        assert r["stack_bytes"] <= limit, f"spills grew: {r}"

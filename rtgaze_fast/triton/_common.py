@@ -52,13 +52,16 @@ def _squash(s: str) -> str:
     return s.replace(" ", "")
 
 
-def launch_configs(block: str, gpu: Sequence[Tuple[int, int]], interpreter_block: int) -> List[triton.Config]:
-    """Autotune configs from (block size, num_warps) pairs, the first being the default: all of
-    them on a GPU, the first alone with autotuning off, one large block under the interpreter.
-    ``python -m rtgaze_fast.triton.aot --all-configs`` compiles every pair for sm_90 (CI does)."""
+def launch_configs(block: str, gpu: Sequence[Tuple], interpreter_block: int) -> List[triton.Config]:
+    """Autotune configs from (block size, num_warps[, maxnreg]) tuples, the first being the
+    default: all of them on a GPU, the first alone with autotuning off, one large block under the
+    interpreter. ``python -m rtgaze_fast.triton.aot --all-configs`` compiles each for sm_90 (CI
+    does). A maxnreg of 255 matters where ptxas, left to itself, squeezes a kernel to 32
+    registers per thread and spills kilobytes (the fused renderer in fp32)."""
     if INTERPRET:
         return [triton.Config({block: interpreter_block}, num_warps=4)]
-    return [triton.Config({block: b}, num_warps=w) for b, w in (gpu if AUTOTUNE else gpu[:1])]
+    return [triton.Config({block: c[0]}, num_warps=c[1], maxnreg=c[2] if len(c) > 2 else None)
+            for c in (gpu if AUTOTUNE else gpu[:1])]
 
 
 def next_pow2(n: int, minimum: int = 1) -> int:

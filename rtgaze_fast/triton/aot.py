@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import triton
 import triton.language as tl
@@ -33,8 +33,8 @@ _DECODER = dict(CP=32, HD=64, OP=32)
 
 
 def _kernels():
-    """name -> (autotuned kernel, block parameter, (block, num_warps) pairs, constexprs of
-    (precision, samples per pass))."""
+    """name -> (autotuned kernel, block parameter, its configs (block, num_warps[, maxnreg]),
+    constexprs of (precision, samples per pass))."""
     from . import march, render, sample_decode
     return {
         "sample_decode": (sample_decode._sample_decode_kernel, "BLOCK", sample_decode.CONFIGS,
@@ -49,8 +49,10 @@ def _kernels():
     }
 
 
-# Kernels whose arithmetic depends on the precision mode; the others are compiled once (fp32).
+# Kernels whose arithmetic depends on the precision mode, or their shapes on the samples per
+# ray; the others are compiled once (fp32, the first sample count).
 PRECISION_DEPENDENT = ("sample_decode", "render")
+SAMPLE_DEPENDENT = ("march", "importance", "render")
 
 
 def _signature(fn, constexprs: Dict, precision: str) -> Dict[str, str]:
@@ -84,25 +86,28 @@ def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict[str, int]:
                 spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"))
 
 
-def compile_kernel(name: str, precision: str = "fp32", block: Optional[int] = None, num_warps: Optional[int] = None,
-                   capability: int = 90, samples: int = 48) -> Dict:
-    """Compile one kernel for ``sm_<capability>`` (default: its default config) and return its
+def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] = None, capability: int = 90,
+                   samples: int = 48, maxnreg: Optional[int] = None) -> Dict:
+    """Compile one kernel for ``sm_<capability>`` with a (block, num_warps[, maxnreg]) config
+    (default: its default one; ``maxnreg`` overrides the config's, 0 for none) and return its
     resource figures, or the compiler's error."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     if INTERPRET:
         raise RuntimeError("rtgaze_fast.triton.aot compiles real kernels: unset TRITON_INTERPRET")
-    autotuner, block_name, pairs, consts = _kernels()[name]
-    block = pairs[0][0] if block is None else block
-    num_warps = pairs[0][1] if num_warps is None else num_warps
-    row = dict(kernel=name, precision=precision, samples=samples, config={block_name: block}, num_warps=num_warps)
+    autotuner, block_name, configs, consts = _kernels()[name]
+    block, num_warps, *cap = config or configs[0]
+    cap = (cap[0] if cap else None) if maxnreg is None else (maxnreg or None)
+    row = dict(kernel=name, precision=precision, samples=samples, config={block_name: block}, num_warps=num_warps,
+               maxnreg=cap)
     constexprs = dict(consts(precision, samples), **{block_name: block})
     fn = autotuner.fn
     t0 = time.perf_counter()
     try:
         compiled = triton.compile(ASTSource(fn=fn, signature=_signature(fn, constexprs, precision),
                                             constexprs=constexprs),
-                                  target=GPUTarget("cuda", capability, 32), options=dict(num_warps=num_warps))
+                                  target=GPUTarget("cuda", capability, 32),
+                                  options=dict(num_warps=num_warps, maxnreg=cap))
     except Exception as e:  # a compiler failure is a result: report it
         return dict(row, error=f"{type(e).__name__}: {e}".splitlines()[0])
     arch = "sm_90a" if capability == 90 else f"sm_{capability}"  # Triton targets sm_90a on Hopper
@@ -115,15 +120,16 @@ def _job(args) -> Dict:
 
 
 def report(kernels=None, precisions=("fp32",), all_configs: bool = False, capability: int = 90,
-           jobs: int = 1, samples=(48,)) -> List[Dict]:
-    """Compile each kernel in each mode (the precision-independent ones once) and config; print
-    a line per compile as it finishes; rows in a fixed order."""
+           jobs: int = 1, samples=(48,), maxnreg: Optional[int] = None) -> List[Dict]:
+    """Compile each kernel in each mode (the precision-independent ones once), sample count (the
+    kernels that depend on it) and config; print a line per compile as it finishes; return the
+    rows in a fixed order."""
     todo = []
     for name in kernels or list(_kernels()):
-        pairs = _kernels()[name][2]
+        configs = _kernels()[name][2]
         for precision in (precisions if name in PRECISION_DEPENDENT else ("fp32",)):
-            todo += [(name, precision, b, w, capability, n) for n in samples
-                     for b, w in (pairs if all_configs else pairs[:1])]
+            for n in (samples if name in SAMPLE_DEPENDENT else samples[:1]):
+                todo += [(name, precision, c, capability, n, maxnreg) for c in (configs if all_configs else configs[:1])]
     if jobs <= 1:
         rows = []
         for args in todo:
@@ -140,7 +146,8 @@ def report(kernels=None, precisions=("fp32",), all_configs: bool = False, capabi
 
 def _format(row: Dict) -> str:
     cfg = ",".join(f"{k}={v}" for k, v in row["config"].items())
-    head = f"{row['kernel']:<14} {row['precision']:<5} N={row['samples']:<4} {cfg:<12} warps={row['num_warps']:<2} "
+    head = (f"{row['kernel']:<14} {row['precision']:<5} N={row['samples']:<4} {cfg:<12} warps={row['num_warps']:<2} "
+            f"maxnreg={row['maxnreg'] or '-':<4} ")
     if "error" in row:
         return head + "FAILED " + row["error"]
     return (head + f"{row['arch']:<7} "
@@ -158,7 +165,7 @@ def _environment(capability: int) -> Dict:
     return dict(what="Triton kernels compiled for a GPU target on a machine without a GPU: compiler figures, "
                      "not timings", date=datetime.date.today().isoformat(), host=platform.node(),
                 triton=triton.__version__, torch=torch.__version__, ptxas=ptxas.version.strip().splitlines()[-1],
-                target=f"sm_{capability}", shapes=f"C=32, hidden 64, out 32; samples per pass as in each row")
+                target=f"sm_{capability}", shapes="C=32, hidden 64, out 32; samples per pass as in each row")
 
 
 def main(argv=None) -> int:
@@ -168,13 +175,16 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", nargs="+", choices=list(_DOT), default=list(_DOT))
     p.add_argument("--all-configs", action="store_true", help="every autotune config (default: the first)")
     p.add_argument("--samples", nargs="+", type=int, default=[48], help="samples per pass, N = N_f (default 48)")
+    p.add_argument("--maxnreg", type=int, default=None, help="register cap for every config (default: each "
+                   "config's own; 0: none, ptxas decides)")
     p.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as cache:  # an empty cache: compile times are real
         os.environ["TRITON_CACHE_DIR"] = cache  # for the worker processes
         triton.knobs.cache.dir = cache
-        rows = report(args.kernels, args.precisions, args.all_configs, args.arch, args.jobs, args.samples)
+        rows = report(args.kernels, args.precisions, args.all_configs, args.arch, args.jobs, args.samples,
+                      args.maxnreg)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(_environment(args.arch), rows=rows), f, indent=1)

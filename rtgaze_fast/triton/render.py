@@ -60,11 +60,12 @@ MAX_SAMPLES = 256
 
 
 # (BLOCK_R rays, num_warps), the default first. Compiled for sm_90 (rtgaze_fast.triton.aot):
-# One config, so nothing to autotune: every other one failed somewhere. 4 rays, and 2 with 4
-# warps, fail to lower in the tf32/fp16/bf16 modes (Triton 3.6 and 3.7), 1 with 4 warps at
-# 96+96 samples; 2 rays with 8 warps took over 5 minutes to compile in tf32 (3.6); 16 warps
-# cap registers at 128 and spill in every mode.
-CONFIGS = ((1, 8),)
+# (BLOCK_R rays, num_warps, maxnreg). One config, so nothing to autotune: every other one
+# failed somewhere. 4 rays, and 2 with 4 warps, fail to lower in the tf32/fp16/bf16 modes
+# (Triton 3.6 and 3.7), 1 with 4 warps at 96+96 samples; 2 rays with 8 warps took over 5
+# minutes to compile in tf32 (3.6); 16 warps spill in every mode. Without the register cap,
+# ptxas gave the fp32 mode 32 registers and 11 KB of spills per thread; with it, 255 and 2.8 KB.
+CONFIGS = ((1, 8, 255),)
 
 
 @triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32), key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
