@@ -307,7 +307,7 @@ def run(cases: Sequence[Case], device="cpu", backends=None, precisions=("fp32", 
     if json_path:
         with open(json_path, "w") as f:
             json.dump(_finite(result), f, indent=1)
-    if plot_path:
+    if plot_path and rows:
         plot(rows, plot_path, f"ImportanceRenderer on {result['environment']['device']}")
     result["table"] = format_table(rows)
     return result
@@ -387,13 +387,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) column")
     p.add_argument("--model", default=None, choices=["tiny", "base", "none"],
                    help="also time RTGaze end to end (default: base on a GPU, tiny on a CPU)")
+    p.add_argument("--no-renderer", action="store_true", help="skip the renderer table (time only the model)")
     p.add_argument("--out", default="out", help="folder for bench.json and bench.png (default out/)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     res = args.res or ([128] if gpu else [64, 128])
     batch = args.batch or ([1, 8] if gpu else [1])
-    cases = [Case(res=r, n=n, n_f=n, batch=b) for r in res for n in args.samples for b in batch]
+    cases = [] if args.no_renderer else [Case(res=r, n=n, n_f=n, batch=b) for r in res for n in args.samples
+                                         for b in batch]
     os.makedirs(args.out, exist_ok=True)
     say = lambda s: print(f"[bench] {s}", flush=True)  # noqa: E731
     model = args.model or ("base" if gpu else "tiny")
@@ -405,10 +407,11 @@ def main(argv=None) -> int:
     result = run(cases, device, args.backends, args.precisions, args.repeats or (20 if gpu else 3),
                  not args.no_compile, os.path.join(args.out, "bench.json"), os.path.join(args.out, "bench.png"),
                  extra=extra, progress=say)
-    print(result["table"])
+    if cases:
+        print(result["table"])
     if extra:
         print(format_model(extra["model"]))
-    print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.png')}")
+    print(f"wrote {os.path.join(args.out, 'bench.json')}" + (f" and {os.path.join(args.out, 'bench.png')}" if cases else ""))
     return 0
 
 
