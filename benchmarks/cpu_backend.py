@@ -1,8 +1,8 @@
 """The compiled CPU backend vs the torch reference at the FFHQ configuration (48+48 samples,
 256x256x32 planes, fp32) at 64x64 and 128x128 rays: medians and the speed ratio, after a parity
-check. Writes benchmarks/results/cpu_backend.json.
+check. Writes benchmarks/results/cpu_backend.json (or --out).
 
-    python benchmarks/cpu_backend.py [--repeats 3] [--res 64 128]
+    python benchmarks/cpu_backend.py [--repeats 3] [--res 64 128] [--out FILE]
 """
 import argparse
 import json
@@ -67,14 +67,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--res", type=int, nargs="+", default=[64, 128])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     env = bench.environment(torch.device("cpu"))
     env.update(machine=platform.node(), cpu_isa=load().cpu_isa())
     result = dict(environment=env, precision="fp32", config="FFHQ 48+48, planes 3x32x256x256, batch 1",
                   rows=run(args.res, args.repeats))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
