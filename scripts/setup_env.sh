@@ -13,5 +13,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 .venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pybind11 ninja hypothesis \
   safetensors h5py pillow matplotlib tqdm torchmetrics setuptools wheel
+# The Triton the GPU machines carry (with their torch 2.11): CI also compiles the kernels with it
+# (tests/test_triton_lowering.py), beside the pinned one that runs the interpreter.
+TRITON_GPU=3.6.0
+if [ ! -d ".venv/triton-gpu/triton-$TRITON_GPU.dist-info" ]; then
+  rm -rf .venv/triton-gpu
+  .venv/bin/pip install -q --no-deps --target .venv/triton-gpu "triton==$TRITON_GPU"
+fi
 MAX_JOBS=${MAX_JOBS:-2} .venv/bin/pip install -q --no-build-isolation --no-deps -e .
 .venv/bin/python -c "import rtgaze_fast as r; print('rtgaze_fast', r.__version__, 'backends on cpu:', r.available_backends('cpu'))"

@@ -1,8 +1,9 @@
 """The Triton kernels lower to Hopper machine code, in every precision mode and autotune config,
-at 48+48 and 96+96 samples. The interpreter (the rest of the suite) never lowers them, and on a
-GPU one config that fails to compile aborts autotuning and so the op (Triton 3.6 and 3.7 fail
-to lower some block shapes: see the CONFIGS comments). Compiled here without a GPU by
-``python -m rtgaze_fast.triton.aot``; its table goes to the test log."""
+at 48+48 and 96+96 samples, with the pinned Triton and with the one the GPU machines carry
+(scripts/setup_env.sh puts it in .venv/triton-gpu). The interpreter (the rest of the suite)
+never lowers them, and on a GPU one config that fails to compile aborts autotuning and so the
+op (Triton 3.6 and 3.7 fail to lower some block shapes: see the CONFIGS comments). Compiled here
+without a GPU by ``python -m rtgaze_fast.triton.aot``; its table goes to the test log."""
 import json
 import os
 import subprocess
@@ -31,18 +32,31 @@ def _ptxas_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory):
+GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
+
+
+@pytest.fixture(scope="module", params=["pinned", "gpu-machines"])
+def rows(request, tmp_path_factory):
     if not _ptxas_available():
         pytest.skip("this Triton has no NVIDIA backend / ptxas")
-    out = tmp_path_factory.mktemp("aot") / "aot.json"
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "RTGAZE_FAST_TRITON_AUTOTUNE")}
+    expected_version = None
+    if request.param == "gpu-machines":
+        dist = sorted(GPU_MACHINES_TRITON.glob("triton-*.dist-info"))
+        if not dist:
+            pytest.skip(f"no Triton of the GPU machines under {GPU_MACHINES_TRITON} (scripts/setup_env.sh)")
+        expected_version = dist[0].name[len("triton-"):-len(".dist-info")]
+        env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), str(ROOT)])
+    out = tmp_path_factory.mktemp("aot") / "aot.json"
     res = subprocess.run([sys.executable, "-m", "rtgaze_fast.triton.aot", "--all-configs", "--samples", "48", "96",
                           "--jobs", "2", "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=1500)
     print(res.stdout)
     assert out.exists(), res.stdout + res.stderr[-3000:]
-    return json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    if expected_version is not None:
+        assert report["triton"] == expected_version, "the GPU machines' Triton was not the one imported"
+    return report["rows"]
 
 
 def test_every_kernel_config_and_mode_compiles_for_sm90(rows):

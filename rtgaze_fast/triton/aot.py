@@ -22,14 +22,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List, Optional, Tuple
 
 import triton
-import triton.language as tl
 
-from ._common import INTERPRET, next_pow2
+from .. import ops
+from ._common import INTERPRET, dot_mode, next_pow2
 
-_DOT = {"fp32": (tl.float32, True), "tf32": (tl.float32, False), "fp16": (tl.float16, False),
-        "bf16": (tl.bfloat16, False)}
 # The FFHQ decoder padded as prepare_decoder pads it: C=32, hidden 64, 32 colour features.
 _DECODER = dict(CP=32, HD=64, OP=32)
+
+
+def _dot(precision: str) -> Dict:
+    return dict(zip(("DOT_DTYPE", "IEEE"), dot_mode(precision)))
 
 
 def _kernels():
@@ -38,14 +40,14 @@ def _kernels():
     from . import march, render, sample_decode
     return {
         "sample_decode": (sample_decode._sample_decode_kernel, "BLOCK", sample_decode.CONFIGS,
-                          lambda p, n: dict(_DECODER, PLANE_SET=0, DOT_DTYPE=_DOT[p][0], IEEE=_DOT[p][1])),
+                          lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p))),
         "march": (march._march_kernel, "BLOCK_R", march.MARCH_CONFIGS,
                   lambda p, n: dict(WHITE_BACK=False, SP=next_pow2(2 * n), OP=32)),
         "importance": (march._importance_kernel, "BLOCK_R", march.IMPORTANCE_CONFIGS,
                        lambda p, n: dict(NP=next_pow2(n), FP=next_pow2(n))),
         "render": (render._render_kernel, "BLOCK_R", render.CONFIGS,
-                   lambda p, n: dict(_DECODER, PLANE_SET=0, DOT_DTYPE=_DOT[p][0], IEEE=_DOT[p][1], DISPARITY=False,
-                                     WHITE_BACK=False, HAS_FINE=True, MP=next_pow2(n, 16))),
+                   lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
+                                     HAS_FINE=True, MP=next_pow2(n, 16))),
     }
 
 
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtgaze_fast.triton.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90: H100/H200)")
     p.add_argument("--kernels", nargs="+", choices=list(_kernels()), default=None)
-    p.add_argument("--precisions", nargs="+", choices=list(_DOT), default=list(_DOT))
+    p.add_argument("--precisions", nargs="+", choices=ops.PRECISIONS, default=list(ops.PRECISIONS))
     p.add_argument("--all-configs", action="store_true", help="every autotune config (default: the first)")
     p.add_argument("--samples", nargs="+", type=int, default=[48], help="samples per pass, N = N_f (default 48)")
     p.add_argument("--maxnreg", type=int, default=None, help="register cap for every config (default: each "
