@@ -23,7 +23,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # each kernel's first (default) config only.
 AUTOTUNE = os.environ.get("RTGAZE_FAST_TRITON_AUTOTUNE", "1") != "0"
 
-# Decoder sizes (C, hidden, 1 + out_dim) are zero-padded to powers of two >= 16 for tl.dot;
+# Decoder sizes (C, hidden, out_dim) are zero-padded to powers of two >= 16 for tl.dot;
 # above this the two layers no longer fit one program's registers.
 MAX_DECODER_SIZE = 128
 
@@ -118,7 +118,7 @@ def prepare_decoder(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, channels: in
     if max(channels, hd, o1 - 1) > MAX_DECODER_SIZE or o1 < 2:
         raise ValueError(f"the triton backend supports decoders with C, hidden and out_dim each at most "
                          f"{MAX_DECODER_SIZE} (any size; padded to powers of two >= 16) and out_dim >= 1; got "
-                         f"C={channels}, hidden={hd}, 1 + out_dim={o1}")
+                         f"C={channels}, hidden={hd}, out_dim={o1 - 1}")
     cp, hdp, op = next_pow2(channels, 16), next_pow2(hd, 16), next_pow2(o1 - 1, 16)
     return (_pad(w1.t(), (cp, hdp)), _pad(b1, (hdp,)), _pad(w2[1:].t(), (hdp, op)), _pad(w2[0], (hdp,)),
             _pad(b2, (1 + op,)), o1 - 1)
@@ -170,8 +170,8 @@ def bilinear_tap(planes_ptr, base, u, v, H, W, C, CP: tl.constexpr, mask):
 
 
 @triton.jit
-def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp, C,
-                  CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
+def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp,
+                  C, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
                   DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
     """sigma_raw (BLOCK,) and the colour features (BLOCK, OP) through the widened sigmoid (columns
     past O are padding) of a block of points."""

@@ -81,8 +81,9 @@ def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict[str, int]:
         src = os.path.join(d, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        log = subprocess.run([get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}",
-                              src, "-o", os.path.join(d, "k.o")], capture_output=True, text=True, check=True).stderr
+        cmd = [get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}", src, "-o",
+               os.path.join(d, "k.o")]
+        log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     grab = lambda pat: int(re.search(pat, log).group(1))  # noqa: E731
     return dict(registers=grab(r"Used (\d+) registers"), stack_bytes=grab(r"(\d+) bytes stack frame"),
                 spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"))
@@ -131,7 +132,8 @@ def report(kernels=None, precisions=("fp32",), all_configs: bool = False, capabi
         configs = _kernels()[name][2]
         for precision in (precisions if name in PRECISION_DEPENDENT else ("fp32",)):
             for n in (samples if name in SAMPLE_DEPENDENT else samples[:1]):
-                todo += [(name, precision, c, capability, n, maxnreg) for c in (configs if all_configs else configs[:1])]
+                todo += [(name, precision, c, capability, n, maxnreg)
+                         for c in (configs if all_configs else configs[:1])]
     if jobs <= 1:
         rows = []
         for args in todo:

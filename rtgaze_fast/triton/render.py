@@ -59,19 +59,20 @@ def _merge_order(t, valid):
 MAX_SAMPLES = 256
 
 
-# (BLOCK_R rays, num_warps), the default first. Compiled for sm_90 (rtgaze_fast.triton.aot):
-# (BLOCK_R rays, num_warps, maxnreg). One config, so nothing to autotune: every other one
-# failed somewhere. 4 rays, and 2 with 4 warps, fail to lower in the tf32/fp16/bf16 modes
-# (Triton 3.6 and 3.7), 1 with 4 warps at 96+96 samples; 2 rays with 8 warps took over 5
-# minutes to compile in tf32 (3.6); 16 warps spill in every mode. Without the register cap,
-# ptxas gave the fp32 mode 32 registers and 11 KB of spills per thread; with it, 255 and 2.8 KB.
+# (BLOCK_R rays, num_warps, maxnreg), compiled for sm_90 by rtgaze_fast.triton.aot. One config,
+# so nothing to autotune: every other one failed somewhere. 4 rays, and 2 with 4 warps, fail to
+# lower in the tf32/fp16/bf16 modes (Triton 3.6 and 3.7), 1 with 4 warps at 96+96 samples; 2
+# rays with 8 warps took over 5 minutes to compile in tf32 (3.6); 16 warps spill in every mode.
+# Without the register cap, ptxas gave the fp32 mode 32 registers and 11 KB of spills per
+# thread; with it, 255 and 2.8 KB.
 CONFIGS = ((1, 8, 255),)
 
 
-@triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32), key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK_R", CONFIGS, 32),
+                 key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
 @triton.jit
-def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, iu_ptr,
-                   rgb_ptr, depth_ptr, wsum_ptr, range_ptr, P, R, N, NF, H, W, C, O, box_warp,
+def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr,
+                   iu_ptr, rgb_ptr, depth_ptr, wsum_ptr, range_ptr, P, R, N, NF, H, W, C, O, box_warp,
                    CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
                    DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr, DISPARITY: tl.constexpr, WHITE_BACK: tl.constexpr,
                    HAS_FINE: tl.constexpr, MP: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -99,8 +100,8 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
     else:
         t_c = near + step * (far - near) + u * ((far - near) / (N - 1))
     t_c = tl.where(cmask, t_c, near)
-    sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz, t_c,
-                                  cmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
+    sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
+                                  t_c, cmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
     lo = tl.min(tl.where(cmask, t_c, float("inf")), axis=1)
     hi = tl.max(tl.where(cmask, t_c, -float("inf")), axis=1)
 
@@ -109,8 +110,8 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
         fmask = rmask[:, None] & (k < NF)
         u_f = tl.load(iu_ptr + r64[:, None] * NF + k, mask=fmask, other=0.0)
         t_f = tl.where(fmask, inverse_cdf(t_c, w_c, N, u_f, NF), near)
-        sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
-                                      t_f, fmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
+        sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
+                                      dz, t_f, fmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
         lo = tl.minimum(lo, tl.min(tl.where(fmask, t_f, float("inf")), axis=1))
         hi = tl.maximum(hi, tl.max(tl.where(fmask, t_f, -float("inf")), axis=1))
         # Merge the two lists into depth order by ranking, march in that order, then take each
@@ -171,9 +172,9 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     if P:
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
         # One padded width for both passes (>= 16 so that a one-ray block still fills a tl.dot).
-        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start, ray_end,
-                                          stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W, C, O,
-                                          float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
+        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start,
+                                          ray_end, stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W, C,
+                                          O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
                                           PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee,
                                           DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
                                           MP=next_pow2(max(N, NF), 16))
