@@ -173,8 +173,8 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
         # One padded width for both passes (>= 16 so that a one-ray block still fills a tl.dot).
         wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start,
-                                          ray_end, stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W, C,
-                                          O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
+                                          ray_end, stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W,
+                                          C, O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
                                           PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee,
                                           DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
                                           MP=next_pow2(max(N, NF), 16))
