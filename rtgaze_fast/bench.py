@@ -411,7 +411,8 @@ def main(argv=None) -> int:
         print(result["table"])
     if extra:
         print(format_model(extra["model"]))
-    print(f"wrote {os.path.join(args.out, 'bench.json')}" + (f" and {os.path.join(args.out, 'bench.png')}" if cases else ""))
+    plot_note = f" and {os.path.join(args.out, 'bench.png')}" if cases else ""
+    print(f"wrote {os.path.join(args.out, 'bench.json')}{plot_note}")
     return 0
 
 

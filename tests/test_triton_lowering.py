@@ -59,6 +59,22 @@ def rows(request, tmp_path_factory):
     return report["rows"]
 
 
+def test_launch_configs_default_first_and_the_autotune_switch(monkeypatch):
+    """What the kernels launch: every config with autotuning on (maxnreg carried when given),
+    the first alone with RTGAZE_FAST_TRITON_AUTOTUNE=0, one block under the interpreter."""
+    from rtgaze_fast.triton import _common
+    pairs = ((1, 8, 255), (2, 4))
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    monkeypatch.setattr(_common, "AUTOTUNE", True)
+    got = [(c.kwargs["BLOCK_R"], c.num_warps, c.maxnreg) for c in _common.launch_configs("BLOCK_R", pairs, 32)]
+    assert got == [(1, 8, 255), (2, 4, None)]
+    monkeypatch.setattr(_common, "AUTOTUNE", False)
+    got = [(c.kwargs["BLOCK_R"], c.num_warps, c.maxnreg) for c in _common.launch_configs("BLOCK_R", pairs, 32)]
+    assert got == [(1, 8, 255)]
+    monkeypatch.setattr(_common, "INTERPRET", True)
+    assert [c.kwargs for c in _common.launch_configs("BLOCK_R", pairs, 32)] == [{"BLOCK_R": 32}]
+
+
 def test_every_kernel_config_and_mode_compiles_for_sm90(rows):
     from rtgaze_fast.triton import march, render, sample_decode
     # sample_decode in 4 modes; render in 4 modes at 2 sample counts; march, importance at 2.
