@@ -21,6 +21,13 @@ Tensor conventions shared by every backend (fp32 unless a precision mode says ot
   importance_u (B, R, N_f) sorted ascending per ray (N_f may be 0) -> rgb (B, R, O),
   depth (B, R) not clamped, weights_sum (B, R), depth_range (B, R, 2) = per-ray (min, max) of
   the sampled depths; the host applies the batch-wide clamp (``clamp_depth``).
+- ``render_backward``: the gradients of ``render``'s (rgb, depth, weights_sum) -> (planes (B, 3, H, W,
+  C) fp32 whatever the planes' dtype, w1, b1, w2, b2, ray_origins, ray_directions), recomputed from
+  the same inputs (nothing per sample is kept from the forward). ``depth``'s gradient is that of
+  the unclamped depth, used only where the ray's weights_sum > 0 (the reference's empty-ray rule).
+  No gradient through the fine depths (importance sampling runs without grad, as in EG3D) or the
+  limits and noise. A backend with this op trains: ``register_autograd`` makes ``render``
+  differentiable with it.
 - ``plane_set``: index into ``options.PLANE_SETS``; ``precision``: one of ``PRECISIONS``.
 
 Poisoning: with ``RTGAZE_FAST_POISON=1`` in the environment (the test suite sets it) every
@@ -53,8 +60,16 @@ SCHEMAS: Dict[str, str] = {
               "Tensor ray_directions, Tensor ray_start, Tensor ray_end, Tensor stratified_u, "
               "Tensor importance_u, float box_warp, bool disparity, bool white_back, int plane_set, "
               "str precision) -> (Tensor, Tensor, Tensor, Tensor)",
+    "render_backward": "(Tensor grad_rgb, Tensor grad_depth, Tensor grad_wsum, Tensor planes, Tensor w1, "
+                       "Tensor b1, Tensor w2, Tensor b2, Tensor ray_origins, Tensor ray_directions, "
+                       "Tensor ray_start, Tensor ray_end, Tensor stratified_u, Tensor importance_u, "
+                       "float box_warp, bool disparity, bool white_back, int plane_set, str precision) "
+                       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
 }
 FAMILIES = tuple(SCHEMAS)
+# Every fused backend implements these; the backward is optional (a backend without it is
+# inference-only).
+FORWARD_FAMILIES = ("sample_decode", "march", "importance", "render")
 
 
 def poison_enabled() -> bool:
@@ -96,11 +111,20 @@ def _fake_render(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start,
     return new(b, r, o), new(b, r), new(b, r), new(b, r, 2)
 
 
+def _fake_render_backward(grad_rgb, grad_depth, grad_wsum, planes, w1, b1, w2, b2, ray_origins, ray_directions,
+                          ray_start, ray_end, stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
+                          precision):
+    return (planes.new_empty(planes.shape, dtype=torch.float32), w1.new_empty(w1.shape), b1.new_empty(b1.shape),
+            w2.new_empty(w2.shape), b2.new_empty(b2.shape), ray_origins.new_empty(ray_origins.shape),
+            ray_directions.new_empty(ray_directions.shape))
+
+
 FAKES: Dict[str, Callable] = {
     "sample_decode": _fake_sample_decode,
     "march": _fake_march,
     "importance": _fake_importance,
     "render": _fake_render,
+    "render_backward": _fake_render_backward,
 }
 
 # Where each fused backend's registrations live; importing it registers its ops.
@@ -112,14 +136,62 @@ _BACKEND_MODULES = {
 _fakes_done: set = set()
 
 
+def _registered(family: str, backend: str) -> bool:
+    return hasattr(getattr(torch.ops, NAMESPACE), op_name(family, backend))
+
+
 def register_fakes(backend: str) -> None:
-    """Attach the shared fake impls to every op of ``backend`` (once); called by the backend's loader."""
+    """Attach the shared fake impls to every op of ``backend`` (once), and the autograd formula to
+    its ``render`` when it has a ``render_backward``; called by the backend's loader."""
     for family in FAMILIES:
         name = f"{NAMESPACE}::{op_name(family, backend)}"
-        if name in _fakes_done:
+        if name in _fakes_done or not _registered(family, backend):
             continue
         torch.library.register_fake(name)(FAKES[family])
+        if family == "render_backward":
+            _register_render_autograd(backend)
         _fakes_done.add(name)
+
+
+# ---- autograd of the fused render op: a recompute backward ----
+
+_RENDER_GRAD_INPUTS = 7  # planes, w1, b1, w2, b2, ray_origins, ray_directions: the differentiable inputs
+
+
+def _render_setup_context(ctx, inputs, output):
+    # Only the op's own inputs are kept (per-ray and plane tensors the caller holds anyway); the
+    # backward recomputes every per-sample value from them.
+    ctx.save_for_backward(*inputs[:11])
+    ctx.scalars = tuple(inputs[11:])
+    ctx.mark_non_differentiable(output[3])
+
+
+def _register_render_autograd(backend: str) -> None:
+    def backward(ctx, grad_rgb, grad_depth, grad_wsum, _grad_range):
+        if torch.is_grad_enabled():
+            raise RuntimeError(f"the fused {backend!r} renderer has no double backward (create_graph=True "
+                               "through it); render with backend='torch' for higher-order gradients")
+        saved = ctx.saved_tensors
+        rays = saved[5]
+        b, r = rays.shape[:2]
+        o = saved[3].shape[0] - 1
+
+        def grad(g, shape):  # an output that took no part in the loss has no gradient
+            return rays.new_zeros(shape) if g is None else g.float().contiguous()
+
+        grads = get_op("render_backward", backend)(grad(grad_rgb, (b, r, o)), grad(grad_depth, (b, r)),
+                                                   grad(grad_wsum, (b, r)), *saved, *ctx.scalars)
+        needs = ctx.needs_input_grad
+        return tuple(g if needs[i] else None for i, g in enumerate(grads)) + (None,) * (len(needs) - len(grads))
+
+    torch.library.register_autograd(f"{NAMESPACE}::{op_name('render', backend)}", backward,
+                                    setup_context=_render_setup_context)
+
+
+def has_backward(backend: str) -> bool:
+    """Whether ``backend`` can train (its ops are loaded and include ``render_backward``)."""
+    return backend == "torch" or (backend in FUSED_BACKENDS and _backend_ready(backend) is None
+                                  and _registered("render_backward", backend))
 
 
 def _backend_ready(backend: str) -> Optional[str]:
@@ -167,16 +239,17 @@ def resolve_backend(backend: str, device, requires_grad: bool = False) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = torch.device(device)
     if backend == "auto":
-        if requires_grad:  # fused backward passes do not exist yet
-            return "torch"
-        return available_backends(device)[0]
+        usable = available_backends(device)
+        if requires_grad:  # the fastest that also has a fused backward ('torch' always has one)
+            usable = [b for b in usable if has_backward(b)]
+        return usable[0]
     if backend != "torch":
-        if requires_grad:
-            raise RuntimeError(f"backend={backend!r} is inference-only (no fused backward yet) and an input "
-                               "requires grad; use backend='torch' (or 'auto') to train, or torch.no_grad()")
         why = why_unavailable(backend, device)
         if why is not None:
             raise RuntimeError(f"backend={backend!r} is not available for {device.type} tensors: {why}")
+        if requires_grad and not has_backward(backend):
+            raise RuntimeError(f"backend={backend!r} is inference-only (it has no fused backward) and an input "
+                               "requires grad; use backend='torch' (or 'auto') to train, or torch.no_grad()")
     return backend
 
 

@@ -14,5 +14,5 @@ ops.register_fakes("triton")
 def why_unavailable(backend: str = "triton") -> Optional[str]:
     """None: the import above succeeded, so triton is present and every op is registered."""
     import torch
-    missing = [f for f in ops.FAMILIES if not hasattr(getattr(torch.ops, ops.NAMESPACE), ops.op_name(f, "triton"))]
+    missing = [f for f in ops.FORWARD_FAMILIES if not hasattr(getattr(torch.ops, ops.NAMESPACE), ops.op_name(f, "triton"))]
     return f"ops not registered: {missing}" if missing else None
