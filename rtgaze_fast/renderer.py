@@ -24,7 +24,7 @@ class ImportanceRenderer(nn.Module):
 
     Args:
         backend: 'torch' (reference), 'triton', 'cuda', 'cpu' or 'auto' (fastest for the device;
-            'torch' when an input requires grad, since fused backends are inference-only).
+            when an input requires grad, the fastest with a fused backward, else 'torch').
         precision: fused backends' mode, 'fp32' (parity), 'tf32', 'fp16' or 'bf16'.
         plane_set: 'eg3d' (XY, XZ, ZX: what released weights were trained with) or 'corrected'.
         chunk_size: reference only, rays per chunk to bound memory (None: all at once).
@@ -81,7 +81,7 @@ class ImportanceRenderer(nn.Module):
         if opts.density_noise > 0:
             raise ValueError(f"rendering_options['density_noise'] > 0 is not supported by the {backend!r} "
                              "backend (its noise cannot reproduce EG3D's draws); use backend='torch'")
-        w1, b1, w2, b2 = folded_decoder_weights(decoder)
+        w1, b1, w2, b2 = folded_decoder_weights(decoder, differentiable=torch.is_grad_enabled())
         b, r = ray_origins.shape[:2]
         start, end = ray_limits(ray_origins, ray_directions, opts)
         if not isinstance(start, torch.Tensor):

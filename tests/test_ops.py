@@ -14,6 +14,7 @@ from rtgaze_fast.reference.marcher import march_unclamped
 from rtgaze_fast.reference.sampling import importance_depths
 from rtgaze_fast.reference.triplane import sample_decode_folded
 from scenes import make_scene, random_decoder, render_scene
+from test_render_grad import TRAINING_BACKENDS
 from tolerances import FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL
 
 BACKENDS = [b for b in ("cpu", "triton") if ops.why_unavailable(b, "cpu") is None]
@@ -179,6 +180,8 @@ def test_schemas_header_equals_ops_schemas():
 def test_every_backend_registers_the_family_schemas(backend):
     """One schema per family: each backend's op has the arguments and types of ops.SCHEMAS."""
     for family, schema in ops.SCHEMAS.items():
+        if family == "render_backward" and backend not in TRAINING_BACKENDS:
+            continue
         got = str(_op(family, backend).default._schema).split("(", 1)[1]
         # triton_op infers int arguments as SymInt, which accepts the same values.
         assert got.replace("SymInt", "int").replace(" ", "") == schema.split("(", 1)[1].replace(" ", ""), family

@@ -49,12 +49,28 @@ struct ImportanceArgs {
   float* out;  // (P, Nf)
 };
 
+// The render op's backward: the forward's inputs (its output pointers unused), the upstream
+// gradients, and the per-ray gradients it writes.
+struct RenderGradArgs {
+  const RenderArgs* fwd;
+  const float *g_rgb, *g_depth, *g_wsum;  // (B,R,O), (B,R), (B,R)
+  float *g_origins, *g_dirs;              // (B,R,3) x2, written per ray
+};
+
+// Where one task of the backward accumulates the gradients that many rays share (zeroed by the
+// caller; each task has its own, summed after: deterministic, no atomics): the planes
+// (B,3,H,W,C) and the folded decoder, laid out as DecoderArgs (w1t (C,Hd), w2t (Hd,O1)).
+struct GradBuffers {
+  float *planes, *w1t, *b1, *w2t, *b2;
+};
+
 // Each kernel handles the flattened rays (or points) [begin, end).
 struct CpuKernels {
   void (*render)(const RenderArgs&, long begin, long end);
   void (*sample_decode)(const SampleDecodeArgs&, long begin, long end);
   void (*march)(const MarchArgs&, long begin, long end);
   void (*importance)(const ImportanceArgs&, long begin, long end);
+  void (*render_backward)(const RenderGradArgs&, const GradBuffers&, long begin, long end);
   const char* isa;
 };
 

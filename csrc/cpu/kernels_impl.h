@@ -24,61 +24,85 @@ static void eval_ray_points(const RenderArgs& a, long b, const float* o, const f
   }
 }
 
+// The N coarse depths of ray i (stratified, linear or in disparity).
+static void coarse_depths(const RenderArgs& a, long i, float* tc) {
+  const int N = a.N;
+  const float* u = a.su + i * N;
+  const float lo = a.start[i], hi = a.end[i];
+  for (int k = 0; k < N; ++k) {
+    if (a.disparity) {
+      const float s = static_cast<float>(k) / (N - 1) + u[k] * (1.0f / (N - 1));
+      tc[k] = 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
+    } else {
+      const float step = (hi - lo) / (N - 1);
+      tc[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * step;
+    }
+  }
+}
+
+// The Nf fine depths of ray i (EG3D's importance sampling) from its coarse depths and raw
+// densities; w, cdf, bins: N floats of scratch each.
+static void fine_depths(const RenderArgs& a, long i, const float* tc, const float* sc, float* w, float* cdf,
+                        float* bins, float* tf) {
+  const int N = a.N, Nf = a.Nf;
+  float T = 1.0f;  // the coarse weights alone (no colours)
+  for (int k = 0; k + 1 < N; ++k) w[k] = rtg_march_step(tc[k], tc[k + 1], sc[k], sc[k + 1], &T);
+  rtg_importance_cdf(w, N, cdf);
+  for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
+  const float* ui = a.iu + i * Nf;
+  int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
+  for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
+}
+
+// Both depth lists are sorted (u is sorted by the host, the inverse CDF is monotone): their merge
+// order, ord[k] = x for coarse sample x, N + y for fine sample y (coarse first on ties).
+static void merge_order(const float* tc, int N, const float* tf, int Nf, int* ord) {
+  int x = 0, y = 0;
+  for (int k = 0; k < N + Nf; ++k) {
+    const bool take_coarse = y >= Nf || (x < N && tc[x] <= tf[y]);
+    ord[k] = take_coarse ? x++ : N + y++;
+  }
+}
+
 template <int CF, int HF, int OF>
 static void render_sized(const RenderArgs& a, long begin, long end) {
   const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1;
-  const long per_sample = 2L * (N + Nf + S) + static_cast<long>(N + Nf + S) * O;
-  float* buf = new float[per_sample + 3L * N + a.planes.C + a.dec.Hd + a.dec.O1];
-  float *tc = buf, *sc = tc + N, *tf = sc + N, *sf = tf + Nf, *tm = sf + Nf, *sm = tm + S;
-  float *cc = sm + S, *cf = cc + static_cast<long>(N) * O, *cm = cf + static_cast<long>(Nf) * O;
-  float *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N;
+  // Samples 0..N-1 coarse, N..S-1 fine; then the merged copies.
+  float* buf = new float[2L * S + static_cast<long>(S) * O + 2L * S + static_cast<long>(S) * O + 3L * N + a.planes.C +
+                         a.dec.Hd + a.dec.O1];
+  float *t = buf, *sig = t + S, *col = sig + S, *tm = col + static_cast<long>(S) * O, *sm = tm + S;
+  float *cm = sm + S, *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N;
   float* scratch = bins + N;
+  int* ord = new int[S];
   for (long i = begin; i < end; ++i) {
     const long b = i / a.R;
-    const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i, *u = a.su + i * N;
-    const float lo = a.start[i], hi = a.end[i];
-    for (int k = 0; k < N; ++k) {
-      if (a.disparity) {
-        const float s = static_cast<float>(k) / (N - 1) + u[k] * (1.0f / (N - 1));
-        tc[k] = 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
-      } else {
-        const float step = (hi - lo) / (N - 1);
-        tc[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * step;
-      }
-    }
-    eval_ray_points<CF, HF, OF>(a, b, o, d, tc, N, sc, cc, scratch);
-    float *t = tc, *sig = sc, *col = cc;
-    int n = N;
+    const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i;
+    coarse_depths(a, i, t);
+    eval_ray_points<CF, HF, OF>(a, b, o, d, t, N, sig, col, scratch);
+    const float *tr = t, *sr = sig, *cr = col;
     if (Nf > 0) {
-      float T = 1.0f;  // the coarse weights alone (no colours)
-      for (int k = 0; k + 1 < N; ++k) w[k] = rtg_march_step(tc[k], tc[k + 1], sc[k], sc[k + 1], &T);
-      rtg_importance_cdf(w, N, cdf);
-      for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
-      const float* ui = a.iu + i * Nf;
-      int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
-      for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
-      eval_ray_points<CF, HF, OF>(a, b, o, d, tf, Nf, sf, cf, scratch);
-      // Both lists are sorted (u is sorted by the host, the inverse CDF is monotone): merge.
-      int x = 0, y = 0;
+      fine_depths(a, i, t, sig, w, cdf, bins, t + N);
+      eval_ray_points<CF, HF, OF>(a, b, o, d, t + N, Nf, sig + N, col + static_cast<long>(N) * O, scratch);
+      merge_order(t, N, t + N, Nf, ord);
       for (int k = 0; k < S; ++k) {
-        const bool take_coarse = y >= Nf || (x < N && tc[x] <= tf[y]);
-        const float* src = take_coarse ? cc + static_cast<long>(x) * O : cf + static_cast<long>(y) * O;
-        tm[k] = take_coarse ? tc[x] : tf[y];
-        sm[k] = take_coarse ? sc[x] : sf[y];
+        const int j = ord[k];
+        tm[k] = t[j];
+        sm[k] = sig[j];
+        const float* src = col + static_cast<long>(j) * O;
         for (int c = 0; c < O; ++c) cm[static_cast<long>(k) * O + c] = src[c];
-        if (take_coarse) ++x; else ++y;
       }
-      t = tm, sig = sm, col = cm, n = S;
+      tr = tm, sr = sm, cr = cm;
     }
-    rtg_march(t, sig, col, n, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, nullptr);
-    float mn = t[0], mx = t[0];
-    for (int k = 1; k < n; ++k) {
-      mn = t[k] < mn ? t[k] : mn;
-      mx = t[k] > mx ? t[k] : mx;
+    rtg_march(tr, sr, cr, S, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, nullptr);
+    float mn = tr[0], mx = tr[0];
+    for (int k = 1; k < S; ++k) {
+      mn = tr[k] < mn ? tr[k] : mn;
+      mx = tr[k] > mx ? tr[k] : mx;
     }
     a.range[2 * i] = mn;
     a.range[2 * i + 1] = mx;
   }
+  delete[] ord;
   delete[] buf;
 }
 
@@ -131,4 +155,6 @@ static void importance(const ImportanceArgs& a, long begin, long end) {
   delete[] buf;
 }
 
-static const CpuKernels kernels = {render, sample_decode, march, importance, RTGAZE_ISA_NAME};
+#include "render_bwd_impl.h"
+
+static const CpuKernels kernels = {render, sample_decode, march, importance, render_backward, RTGAZE_ISA_NAME};

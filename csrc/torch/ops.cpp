@@ -112,16 +112,18 @@ Tensor importance_cpu(const Tensor& depths, const Tensor& weights, const Tensor&
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
-    const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
-    const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
-    const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
-    int64_t plane_set, c10::string_view precision) {
+// The render op's inputs, checked, as kernel arguments (output pointers left null). dec keeps the
+// transposed decoder weights alive.
+rtgaze::RenderArgs render_inputs(const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                                 const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
+                                 const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u,
+                                 const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
+                                 int64_t plane_set, c10::string_view precision, Decoder& dec) {
   check_precision("cpu", std::string(precision));
   check_plane_set(plane_set);
   rtgaze::RenderArgs a{};
   a.planes = planes_args(planes);
-  Decoder dec = fold_decoder(w1, b1, w2, b2, planes.size(4));
+  dec = fold_decoder(w1, b1, w2, b2, planes.size(4));
   a.dec = dec.args();
   check_input(ray_origins, "ray_origins", 3);
   check_input(ray_directions, "ray_directions", 3);
@@ -144,9 +146,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   TORCH_CHECK_VALUE(Nf == 0 || N >= 4, "importance sampling needs N >= 4 coarse samples, got ", N);
   TORCH_CHECK_VALUE(B * R * (N + Nf) * std::max<int64_t>(planes.size(4), w2.size(0)) <= std::numeric_limits<int32_t>::max(),
                     "B * R * (N + N_f) * channels exceeds 2**31-1; render in ray chunks");
-  const int64_t O = w2.size(0) - 1;
-  Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
-         wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
   a.origins = ray_origins.data_ptr<float>();
   a.dirs = ray_directions.data_ptr<float>();
   a.start = ray_start.data_ptr<float>();
@@ -160,6 +159,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   a.box_warp = static_cast<float>(box_warp);
   a.disparity = disparity;
   a.white_back = white_back;
+  return a;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
+    const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+    const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
+    const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
+    int64_t plane_set, c10::string_view precision) {
+  Decoder dec;
+  rtgaze::RenderArgs a = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end,
+                                       stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
+                                       precision, dec);
+  const int64_t B = planes.size(0), R = ray_origins.size(1), O = w2.size(0) - 1;
+  Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
+         wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
   a.rgb = rgb.data_ptr<float>();
   a.depth = depth.data_ptr<float>();
   a.wsum = wsum.data_ptr<float>();
@@ -169,6 +183,59 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   return {rgb, depth, wsum, range};
 }
 
+// Recompute backward. Rays are split into one contiguous range per task; each task accumulates the
+// gradients shared between rays (planes, decoder) into buffers of its own, summed at the end in
+// task order: no atomics, and the same result on every run with the same thread count. Task 0
+// accumulates straight into the returned planes gradient, so the extra memory is (tasks - 1)
+// planes-sized fp32 buffers.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backward_cpu(
+    const Tensor& grad_rgb, const Tensor& grad_depth, const Tensor& grad_wsum, const Tensor& planes, const Tensor& w1,
+    const Tensor& b1, const Tensor& w2, const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
+    const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u, const Tensor& importance_u,
+    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision) {
+  Decoder dec;
+  rtgaze::RenderArgs a = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end,
+                                       stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
+                                       precision, dec);
+  const int64_t B = planes.size(0), R = ray_origins.size(1), O = w2.size(0) - 1;
+  check_input(grad_rgb, "grad_rgb", 3);
+  check_input(grad_depth, "grad_depth", 2);
+  check_input(grad_wsum, "grad_wsum", 2);
+  TORCH_CHECK_VALUE(grad_rgb.sizes() == at::IntArrayRef({B, R, O}), "grad_rgb must be (B, R, O) = ",
+                    at::IntArrayRef({B, R, O}), ", got ", grad_rgb.sizes());
+  TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
+                    "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
+  // Gradients start at zero (they are sums); the per-ray ones are written for every ray.
+  Tensor g_planes = at::zeros(planes.sizes(), planes.options());
+  Tensor g_origins = new_output({B, R, 3}, ray_origins), g_dirs = new_output({B, R, 3}, ray_origins);
+  rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
+                           g_origins.data_ptr<float>(), g_dirs.data_ptr<float>()};
+  const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
+  const int64_t grain = 16;
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (P + grain - 1) / grain));
+  const int64_t per_task = (P + tasks - 1) / tasks;
+  const int64_t dec_elems = C * Hd + Hd + Hd * O1 + O1;
+  Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
+  Tensor extra = at::zeros({tasks - 1, planes.numel()}, planes.options());
+  const auto& k = rtgaze::cpu_kernels();
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      float* gd = g_dec.data_ptr<float>() + task * dec_elems;
+      float* gp = task == 0 ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
+      rtgaze::GradBuffers gb{gp, gd, gd + C * Hd, gd + C * Hd + Hd, gd + C * Hd + Hd + Hd * O1};
+      const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
+      if (begin < end) k.render_backward(g, gb, begin, end);
+    }
+  });
+  for (int64_t task = 1; task < tasks; ++task) g_planes.view(-1).add_(extra[task - 1]);
+  Tensor dec_sum = g_dec.sum(0);
+  Tensor g_w1 = dec_sum.narrow(0, 0, C * Hd).view({C, Hd}).t().contiguous();
+  Tensor g_b1 = dec_sum.narrow(0, C * Hd, Hd).clone();
+  Tensor g_w2 = dec_sum.narrow(0, C * Hd + Hd, Hd * O1).view({Hd, O1}).t().contiguous();
+  Tensor g_b2 = dec_sum.narrow(0, C * Hd + Hd + Hd * O1, O1).clone();
+  return {g_planes, g_w1, g_b1, g_w2, g_b2, g_origins, g_dirs};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rtgaze_fast, m) {
@@ -176,6 +243,7 @@ TORCH_LIBRARY_FRAGMENT(rtgaze_fast, m) {
   m.def("march_cpu" RTGAZE_SCHEMA_MARCH);
   m.def("importance_cpu" RTGAZE_SCHEMA_IMPORTANCE);
   m.def("render_cpu" RTGAZE_SCHEMA_RENDER);
+  m.def("render_backward_cpu" RTGAZE_SCHEMA_RENDER_BACKWARD);
 }
 
 TORCH_LIBRARY_IMPL(rtgaze_fast, CPU, m) {
@@ -183,4 +251,5 @@ TORCH_LIBRARY_IMPL(rtgaze_fast, CPU, m) {
   m.impl("march_cpu", &march_cpu);
   m.impl("importance_cpu", &importance_cpu);
   m.impl("render_cpu", &render_cpu);
+  m.impl("render_backward_cpu", &render_backward_cpu);
 }

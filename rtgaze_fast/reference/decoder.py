@@ -81,12 +81,16 @@ def decoder_layers(decoder: nn.Module) -> Tuple[nn.Module, nn.Module]:
     return fc1, fc2
 
 
-def folded_decoder_weights(decoder: nn.Module) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(w1 (H, C), b1 (H,), w2 (1+O, H), b2 (1+O,)) in fp32 with the equalised-lr gains folded in once."""
+def folded_decoder_weights(decoder: nn.Module, differentiable: bool = False
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(w1 (H, C), b1 (H,), w2 (1+O, H), b2 (1+O,)) in fp32 with the equalised-lr gains folded in once.
+
+    ``differentiable``: keep the fold in autograd's graph, so gradients of the folded weights reach
+    the raw parameters (times the gains); otherwise detached constants.
+    """
     fc1, fc2 = decoder_layers(decoder)
     out = []
     for fc in (fc1, fc2):
-        w = (fc.weight.detach().float() * float(fc.weight_gain)).contiguous()
-        b = (fc.bias.detach().float() * float(fc.bias_gain)).contiguous()
-        out += [w, b]
+        weight, bias = (fc.weight, fc.bias) if differentiable else (fc.weight.detach(), fc.bias.detach())
+        out += [(weight.float() * float(fc.weight_gain)).contiguous(), (bias.float() * float(fc.bias_gain)).contiguous()]
     return tuple(out)

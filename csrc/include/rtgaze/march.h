@@ -4,9 +4,13 @@
 #include "math.h"
 
 // One interval's weight from its two samples; T, the transmittance before it, is updated.
-RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
+RTG_HD float rtg_interval_alpha(float t0, float t1, float sigma0, float sigma1) {
   const float s = rtg_softplus((sigma0 + sigma1) * 0.5f - 1.0f);  // raw density averaged first
-  const float alpha = 1.0f - rtg_exp(-s * (t1 - t0));
+  return 1.0f - rtg_exp(-s * (t1 - t0));
+}
+
+RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
+  const float alpha = rtg_interval_alpha(t0, t1, sigma0, sigma1);
   const float wk = alpha * *T;
   *T *= 1.0f - alpha + 1e-10f;
   return wk;
@@ -75,4 +79,68 @@ RTG_HD float rtg_sample_pdf_from(const float* bins, const float* cdf, int N, flo
 RTG_HD float rtg_sample_pdf(const float* bins, const float* cdf, int N, float u) {
   int start = 0;
   return rtg_sample_pdf_from(bins, cdf, N, u, &start);
+}
+
+// The backward of rtg_march for one ray (the same S sorted samples): from the upstream gradients
+// of its colour g_rgb[O], unclamped depth g_depth and weight sum g_wsum, the gradients of every
+// sample's raw density g_sigma[S] and colour g_col[S*O] (both overwritten). Nothing flows to the
+// depths (constants of the backward, as in EG3D). Depth's gradient enters only where the weights
+// sum to more than 0 (the reference divides by 1 elsewhere). scratch: 3 * (S - 1) floats.
+RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
+                               const float* g_rgb, float g_depth, float g_wsum, float* g_sigma, float* g_col,
+                               float* scratch) {
+  float* alpha = scratch;           // alpha_k
+  float* trans = scratch + S - 1;   // T_k, the transmittance before interval k
+  float* g_w = trans + S - 1;       // dL/dw_k
+  // Recompute the forward exactly as rtg_march does (same steps, same order).
+  float T = 1.0f, W = 0.0f, D = 0.0f;
+  for (int k = 0; k + 1 < S; ++k) {
+    alpha[k] = rtg_interval_alpha(t[k], t[k + 1], sigma[k], sigma[k + 1]);
+    trans[k] = T;
+    const float wk = alpha[k] * T;
+    T *= 1.0f - alpha[k] + 1e-10f;
+    W += wk;
+    D += wk * ((t[k] + t[k + 1]) * 0.5f);
+  }
+  // rgb = 2 (sum_k w_k c_mid_k [+ 1 - W]) - 1; depth = sum_k w_k t_mid_k / W where W > 0.
+  float g_white = 0.0f;
+  for (int o = 0; o < O; ++o) g_white += 2.0f * g_rgb[o];
+  const float g_common = g_wsum - (white_back ? g_white : 0.0f);
+  const bool hit = W > 0.0f;
+  const float depth = hit ? D / W : 0.0f;
+  const float g_d = hit ? g_depth / W : 0.0f;
+  for (int i = 0; i < S * O; ++i) g_col[i] = 0.0f;
+  for (int k = 0; k + 1 < S; ++k) {
+    const float* c0 = col + k * O;
+    const float* c1 = c0 + O;
+    float* g0 = g_col + k * O;
+    float* g1 = g0 + O;
+    const float half_w = 0.5f * alpha[k] * trans[k];
+    float acc = 0.0f;
+    RTG_CHANNEL_LOOP
+    for (int o = 0; o < O; ++o) {
+      const float gc = 2.0f * g_rgb[o];
+      acc += gc * ((c0[o] + c1[o]) * 0.5f);
+      g0[o] += half_w * gc;
+      g1[o] += half_w * gc;
+    }
+    g_w[k] = acc + g_common + g_d * ((t[k] + t[k + 1]) * 0.5f - depth);
+  }
+  // w_k = alpha_k T_k with T_k = prod_{l<k} (1 - alpha_l + 1e-10): from the back,
+  // Q_k = sum_{j>k} g_w_j alpha_j prod_{k<l<j} (1 - alpha_l + 1e-10) and dL/dalpha_k = T_k (g_w_k - Q_k)
+  // (no division by 1 - alpha, which may be 1e-10).
+  for (int k = 0; k < S; ++k) g_sigma[k] = 0.0f;
+  float Q = 0.0f;
+  for (int k = S - 2; k >= 0; --k) {
+    const float g_alpha = trans[k] * (g_w[k] - Q);
+    Q = g_w[k] * alpha[k] + (1.0f - alpha[k] + 1e-10f) * Q;
+    // alpha = 1 - exp(-s delta), s = softplus(x), x = (sigma_k + sigma_k+1)/2 - 1 (threshold 20).
+    const float delta = t[k + 1] - t[k];
+    const float x = (sigma[k] + sigma[k + 1]) * 0.5f - 1.0f;
+    const float s = rtg_softplus(x);
+    const float g_s = g_alpha * delta * rtg_exp(-s * delta);
+    const float g_x = x > 20.0f ? g_s : g_s / (1.0f + rtg_exp(-x));
+    g_sigma[k] += 0.5f * g_x;
+    g_sigma[k + 1] += 0.5f * g_x;
+  }
 }

@@ -18,12 +18,16 @@ typedef float rtg_v8 __attribute__((vector_size(32)));
 // The four taps of grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False) at
 // normalised (u, v) of an H x W plane: texel indices y * W + x and weights, index -1 for a tap
 // outside the plane (it adds 0). False for NaN coordinates (grid_sample's result is then NaN).
-RTG_HD bool rtg_bilinear_taps(int H, int W, float u, float v, long* idx, float* wts) {
+// *tx, *ty: the fractional position between the taps (what the backward differentiates).
+RTG_HD bool rtg_bilinear_taps_frac(int H, int W, float u, float v, long* idx, float* wts, float* tx_out,
+                                   float* ty_out) {
   const float ix = ((u + 1.0f) * W - 1.0f) * 0.5f;
   const float iy = ((v + 1.0f) * H - 1.0f) * 0.5f;
   if (ix != ix || iy != iy) return false;
   const float fx = RTG_FLOOR(ix), fy = RTG_FLOOR(iy);
   const float tx = ix - fx, ty = iy - fy;
+  *tx_out = tx;
+  *ty_out = ty;
   const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy);
   wts[0] = (1.0f - tx) * (1.0f - ty);
   wts[1] = tx * (1.0f - ty);
@@ -34,6 +38,11 @@ RTG_HD bool rtg_bilinear_taps(int H, int W, float u, float v, long* idx, float* 
     idx[k] = (x < 0 || x >= W || y < 0 || y >= H) ? -1 : y * W + x;
   }
   return true;
+}
+
+RTG_HD bool rtg_bilinear_taps(int H, int W, float u, float v, long* idx, float* wts) {
+  float tx, ty;
+  return rtg_bilinear_taps_frac(H, W, u, v, idx, wts, &tx, &ty);
 }
 
 // Add the bilinear tap of one channels-last plane at normalised (u, v) into acc[C].

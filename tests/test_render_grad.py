@@ -1,0 +1,167 @@
+"""Fused backward passes against autograd of the reference renderer (the oracle, which equals
+EG3D's own autograd): gradients of the planes, the decoder's raw parameters (through the
+equalised-lr gains), the ray origins and directions, over the options' full sweep.
+
+Each output gets a random upstream gradient (depth's only where the reference's weights_sum >
+DEPTH_WSUM_MIN, where the spec defines it). Gradients are compared relative to each one's largest
+reference magnitude (spec: 1e-4 in fp32). Gradient buffers start at zero (never poisoned) and
+must come out finite. A backend this machine should have is never skipped: a missing backward
+fails (``TRAINING_BACKENDS``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rtgaze_fast as rf
+from rtgaze_fast import ops
+from rtgaze_fast.precision import DEPTH_WSUM_MIN
+from scenes import make_scene
+
+# Fused backends with a backward, and where they run on this (GPU-less) machine: triton in its
+# interpreter. The spec's fp32 gradient tolerance, relative to each gradient's largest magnitude.
+TRAINING_BACKENDS = ("cpu",)
+GRAD_RTOL = 1e-4
+GRAD_NAMES = ("planes", "w1", "b1", "w2", "b2", "ray_origins", "ray_directions")
+
+
+@pytest.fixture(params=TRAINING_BACKENDS)
+def backend(request):
+    why = ops.why_unavailable(request.param, "cpu")
+    assert why is None, f"backend {request.param!r} should run here: {why}"
+    assert ops.has_backward(request.param), f"backend {request.param!r} has no render_backward op"
+    return request.param
+
+
+def _leaves(scene, planes=None):
+    fc1, fc2 = scene.decoder.net[0], scene.decoder.net[2]
+    leaves = [(scene.planes if planes is None else planes).detach().clone(), fc1.weight, fc1.bias, fc2.weight,
+              fc2.bias, scene.ray_origins.detach().clone(), scene.ray_directions.detach().clone()]
+    for t in leaves:
+        t.requires_grad_(True)
+    return leaves
+
+
+def render_grads(scene, backend, upstream=None, renderer_kw=None, inject=True):
+    """(outputs, gradients of sum(out * upstream) for GRAD_NAMES, upstream) with ``backend``."""
+    planes, *_, origins, dirs = leaves = _leaves(scene)
+    for p in scene.decoder.parameters():
+        p.grad = None
+    renderer = rf.ImportanceRenderer(backend=backend, **(renderer_kw or {}))
+    noise = dict(stratified_u=scene.stratified_u, importance_u=scene.importance_u) if inject else {}
+    out = renderer(planes, scene.decoder, origins, dirs, scene.options, **noise)
+    if upstream is None:
+        gen = torch.Generator().manual_seed(123)
+        upstream = [torch.randn(t.shape, generator=gen) for t in out]
+        upstream[1] = upstream[1] * (out[2].detach() > DEPTH_WSUM_MIN)  # depth: where the spec defines it
+    loss = sum((o * u).sum() for o, u in zip(out, upstream))
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return out, grads, upstream
+
+
+def grad_errors(grads, ref):
+    """Per gradient: max |g - g_ref| / max |g_ref|, and whether g is finite."""
+    errs = {}
+    for name, g, r in zip(GRAD_NAMES, grads, ref):
+        assert g is not None, f"no gradient for {name}"
+        assert bool(g.isfinite().all()), f"non-finite gradient for {name}"
+        scale = float(r.abs().max())
+        errs[name] = float((g - r).abs().max()) / scale if scale > 0 else float(g.abs().max())
+    return errs
+
+
+def check_grads(scene, backend, renderer_kw=None, rtol=GRAD_RTOL, inject=True):
+    if not inject:
+        torch.manual_seed(7)
+    ref_out, ref, upstream = render_grads(scene, "torch", renderer_kw=renderer_kw, inject=inject)
+    if not inject:
+        torch.manual_seed(7)
+    out, grads, _ = render_grads(scene, backend, upstream, renderer_kw, inject=inject)
+    for o, r in zip(out, ref_out):  # same forward first (same noise)
+        torch.testing.assert_close(o.detach(), r.detach(), atol=1e-4, rtol=0)
+    errs = grad_errors(grads, ref)
+    assert max(errs.values()) <= rtol, errs
+    return errs
+
+
+# The option sweep: each case changes one thing from the FFHQ-like default.
+CASES = {
+    "default": dict(),
+    "disparity": dict(options={"disparity_space_sampling": True}),
+    "white_back": dict(options={"white_back": True}),
+    "no_fine": dict(n_f=0),
+    "box_warp": dict(options={"box_warp": 1.6}),
+    "auto_limits": dict(options={"ray_start": "auto", "ray_end": "auto"}),
+    "odd_rays_batch2": dict(batch=2, rays=37),
+    "decoder_16_24_3": dict(channels=16, hidden=24, out_dim=3),
+    "many_samples": dict(n=24, n_f=20, rays=9),
+}
+
+
+@pytest.mark.parametrize("plane_set", ("eg3d", "corrected"))
+@pytest.mark.parametrize("name", CASES)
+def test_gradients_match_reference_autograd(name, plane_set, backend):
+    kw = dict(seed=sum(map(ord, name)), rays=25, n=10, n_f=8, plane_res=12)
+    kw.update(CASES[name])
+    check_grads(make_scene(**kw), backend, dict(plane_set=plane_set))
+
+
+def test_gradients_with_deterministic_noise(backend):
+    check_grads(make_scene(seed=5, rays=20, n=10, n_f=9, plane_res=12), backend, dict(deterministic=True),
+                inject=False)
+
+
+def test_gradients_with_drawn_noise(backend):
+    """Noise drawn by the renderer from the seed: the same numbers reach both paths."""
+    check_grads(make_scene(seed=6, rays=20, n=10, n_f=9, plane_res=12), backend, inject=False)
+
+
+def test_planes_gradient_is_deterministic(backend):
+    s = make_scene(seed=8, batch=2, rays=40, n=8, n_f=8, plane_res=8)
+    a = render_grads(s, backend)[1]
+    b = render_grads(s, backend)[1]
+    for name, x, y in zip(GRAD_NAMES, a, b):
+        assert torch.equal(x, y), name
+
+
+def test_only_some_inputs_require_grad(backend):
+    """Planes only (the decoder frozen, rays constant): the same planes gradient."""
+    s = make_scene(seed=9, rays=16, n=8, n_f=6, plane_res=10)
+    for p in s.decoder.parameters():
+        p.requires_grad_(False)
+    planes = s.planes.clone().requires_grad_(True)
+    grads = []
+    for b in ("torch", backend):
+        out = rf.ImportanceRenderer(backend=b)(planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
+                                               stratified_u=s.stratified_u, importance_u=s.importance_u)
+        grads.append(torch.autograd.grad(out[0].square().sum(), planes)[0])
+    scale = float(grads[0].abs().max())
+    assert float((grads[1] - grads[0]).abs().max()) <= GRAD_RTOL * scale
+
+
+def test_auto_trains_through_the_fused_backend():
+    """'auto' with an input that requires grad picks the fused cpu backend (it has a backward)."""
+    s = make_scene(seed=10, rays=4, n=6, n_f=4, plane_res=8)
+    planes = s.planes.clone().requires_grad_(True)
+    assert ops.resolve_backend("auto", "cpu", requires_grad=True) == "cpu"
+    out = rf.ImportanceRenderer()(planes, s.decoder, s.ray_origins, s.ray_directions, s.options)
+    assert "render_cpu" in type(out[0].grad_fn).__name__, type(out[0].grad_fn).__name__
+
+
+def test_double_backward_is_a_clear_error(backend):
+    s = make_scene(seed=11, rays=4, n=6, n_f=4, plane_res=8)
+    planes = s.planes.clone().requires_grad_(True)
+    out = rf.ImportanceRenderer(backend=backend)(planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
+                                                 stratified_u=s.stratified_u, importance_u=s.importance_u)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(out[0].sum(), planes, create_graph=True)
+
+
+def test_a_wrong_backward_fails(backend, monkeypatch):
+    """The comparison can fail: a backward that drops the planes' gradient of one plane is caught."""
+    s = make_scene(seed=12, rays=16, n=8, n_f=6, plane_res=10)
+    _, ref, up = render_grads(s, "torch")
+    _, grads, _ = render_grads(s, backend, up)
+    broken = list(grads)
+    broken[0] = grads[0].clone()
+    broken[0][:, 2] = 0
+    assert max(grad_errors(broken, ref).values()) > GRAD_RTOL
