@@ -98,15 +98,18 @@ def test_fused_refuses_non_osg_decoder(backend):
 
 
 @pytest.mark.parametrize("backend", FUSED)
-def test_fused_with_grad_is_refused(backend):
+def test_a_fused_backend_without_backward_refuses_grad(backend, monkeypatch):
+    """A backend with no render_backward is inference-only: named, it raises; 'auto' skips it."""
+    monkeypatch.setattr(ops, "has_backward", lambda b: b == "torch")
     planes = S.planes.clone().requires_grad_(True)
     r = rf.ImportanceRenderer(backend=backend)
     with pytest.raises(RuntimeError, match="inference-only"):
         r(planes, S.decoder, S.ray_origins, S.ray_directions, S.options,
           stratified_u=S.stratified_u, importance_u=S.importance_u)
+    assert ops.resolve_backend("auto", "cpu", requires_grad=True) == "torch"
 
 
-def test_auto_with_grad_uses_the_reference_and_gradients_flow():
+def test_auto_with_grad_gradients_flow():
     planes = S.planes.clone().requires_grad_(True)
     rgb, depth, wsum = rf.ImportanceRenderer(backend="auto")(
         planes, S.decoder, S.ray_origins, S.ray_directions, S.options,

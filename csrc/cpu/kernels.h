@@ -13,6 +13,7 @@ struct PlanesArgs {
 struct DecoderArgs {
   const float *w1t, *b1, *w2t, *b2;  // folded; w1t (C, Hd), w2t (Hd, O1) transposed
   int Hd, O1;
+  const float *w1, *w2;  // the same, untransposed: w1 (Hd, C), w2 (O1, Hd) (the backward's layout)
 };
 
 struct RenderArgs {
@@ -59,9 +60,9 @@ struct RenderGradArgs {
 
 // Where one task of the backward accumulates the gradients that many rays share (zeroed by the
 // caller; each task has its own, summed after: deterministic, no atomics): the planes
-// (B,3,H,W,C) and the folded decoder, laid out as DecoderArgs (w1t (C,Hd), w2t (Hd,O1)).
+// (B,3,H,W,C) and the folded decoder, w1 (Hd, C), b1, w2 (O1, Hd), b2.
 struct GradBuffers {
-  float *planes, *w1t, *b1, *w2t, *b2;
+  float *planes, *w1, *b1, *w2, *b2;
 };
 
 // Each kernel handles the flattened rays (or points) [begin, end).

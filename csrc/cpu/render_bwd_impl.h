@@ -3,50 +3,46 @@
 // order), kept for that ray only, then run backwards: the march, the decoder, the bilinear taps.
 // Included by kernels_impl.h (per-ISA namespace); same rules.
 
-// The decoder's backward at one sample: from dL/dsigma_raw and dL/dcolour (O), accumulate the
-// folded weights' gradients into gb and return dL/dfeature in gf[C]. feat: the sample's features,
-// act: its hidden activations softplus(h), col: its widened-sigmoid colours. Scratch: gout[O1],
-// gh[Hd].
-template <int CF, int HF, int OF>
-static void decoder_backward(const DecoderArgs& D, const GradBuffers& gb, int C_, const float* feat,
-                             const float* act, const float* col, float g_sigma, const float* g_col, float* gout,
-                             float* gh, float* gf) {
-  const int C = RTG_SIZE(CF, C_), Hd = RTG_SIZE(HF, D.Hd), O1 = RTG_SIZE(OF, D.O1), O = O1 - 1;
-  gout[0] = g_sigma;
-  RTG_CHANNEL_LOOP
-  for (int o = 0; o < O; ++o) {
-    // colour = sigmoid(z) * 1.002 - 0.001, so sigmoid(z) = (colour + 0.001) / 1.002.
-    const float sg = (col[o] + 0.001f) * (1.0f / 1.002f);
-    gout[o + 1] = g_col[o] * (1.002f * sg * (1.0f - sg));
-  }
-  RTG_CHANNEL_LOOP
-  for (int o = 0; o < O1; ++o) gb.b2[o] += gout[o];
-  for (int h = 0; h < Hd; ++h) {
-    const float* row = D.w2t + static_cast<long>(h) * O1;
-    float* grow = gb.w2t + static_cast<long>(h) * O1;
-    const float a = act[h];
-    float acc = 0.0f;
-    RTG_CHANNEL_LOOP
-    for (int o = 0; o < O1; ++o) {
-      acc += row[o] * gout[o];
-      grow[o] += a * gout[o];
+// out[0:n] (+)= sum_k coef[k * coef_stride] * rows[k][0:n], row k at base + idx(k) * row_stride with
+// idx(k) = ord[k] (or k when ord is null): the matrix products of the decoder's backward, written
+// as sums of scaled rows so that every inner loop is a vector FMA (no horizontal sums). NF > 0:
+// a compile-time n, multiple of 8, whose sums stay in AVX registers (see rtg_v8).
+template <int NF>
+static void sum_rows(int n_, int K, const float* coef, int coef_stride, const float* base, long row_stride,
+                     const int* ord, float* out, bool accumulate) {
+  const int n = RTG_SIZE(NF, n_);
+  if (NF > 0 && NF % 8 == 0) {
+    constexpr int NV = NF > 0 ? NF / 8 : 1;
+    rtg_v8 acc[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] = rtg_v8{};
+    for (int k = 0; k < K; ++k) {
+      const float c = coef[static_cast<long>(k) * coef_stride];
+      const float* row = base + (ord ? ord[k] : k) * row_stride;
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        rtg_v8 r;
+        __builtin_memcpy(&r, row + 8 * v, sizeof(r));
+        acc[v] += c * r;
+      }
     }
-    // softplus'(h) = sigmoid(h) = 1 - exp(-softplus(h)) (exactly 1 above the threshold, as in torch).
-    gh[h] = acc * (1.0f - rtg_exp(-a));
-  }
-  RTG_CHANNEL_LOOP
-  for (int h = 0; h < Hd; ++h) gb.b1[h] += gh[h];
-  for (int c = 0; c < C; ++c) {
-    const float* row = D.w1t + static_cast<long>(c) * Hd;
-    float* grow = gb.w1t + static_cast<long>(c) * Hd;
-    const float f = feat[c];
-    float acc = 0.0f;
-    RTG_CHANNEL_LOOP
-    for (int h = 0; h < Hd; ++h) {
-      acc += row[h] * gh[h];
-      grow[h] += f * gh[h];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      rtg_v8 o = rtg_v8{};
+      if (accumulate) __builtin_memcpy(&o, out + 8 * v, sizeof(o));
+      o += acc[v];
+      __builtin_memcpy(out + 8 * v, &o, sizeof(o));
     }
-    gf[c] = acc;
+    return;
+  }
+  if (!accumulate) {
+    for (int i = 0; i < n; ++i) out[i] = 0.0f;
+  }
+  for (int k = 0; k < K; ++k) {
+    const float c = coef[static_cast<long>(k) * coef_stride];
+    const float* row = base + (ord ? ord[k] : k) * row_stride;
+    RTG_CHANNEL_LOOP
+    for (int i = 0; i < n; ++i) out[i] += c * row[i];
   }
 }
 
@@ -76,19 +72,55 @@ static void triplane_backward(const float* planes_b, float* gplanes_b, int H, in
     const float dwx[4] = {-(1.0f - ty), 1.0f - ty, -ty, ty};
     const float dwy[4] = {-(1.0f - tx), -tx, 1.0f - tx, tx};
     float gx = 0.0f, gy = 0.0f;
-    for (int t = 0; t < 4; ++t) {
-      if (idx[t] < 0) continue;
-      const float* texel = planes_b + off + idx[t] * C;
-      float* gtexel = gplanes_b + off + idx[t] * C;
-      const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
-      float dot = 0.0f;
-      RTG_CHANNEL_LOOP
-      for (int c = 0; c < C; ++c) {
-        dot += gf[c] * texel[c];
-        gtexel[c] += wt * gf[c];
+    if (CF > 0 && CF % 8 == 0) {  // d(features)/d(tx), /d(ty) as vectors; one dot with gf each
+      constexpr int NV = CF > 0 ? CF / 8 : 1;
+      rtg_v8 vx[NV], vy[NV], g[NV];
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        vx[v] = rtg_v8{};
+        vy[v] = rtg_v8{};
+        __builtin_memcpy(&g[v], gf + 8 * v, sizeof(rtg_v8));
       }
-      gx += dwx[t] * dot;
-      gy += dwy[t] * dot;
+      for (int t = 0; t < 4; ++t) {
+        if (idx[t] < 0) continue;
+        const float* texel = planes_b + off + idx[t] * C;
+        float* gtexel = gplanes_b + off + idx[t] * C;
+        const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) {
+          rtg_v8 r, gt;
+          __builtin_memcpy(&r, texel + 8 * v, sizeof(r));
+          __builtin_memcpy(&gt, gtexel + 8 * v, sizeof(gt));
+          gt += wt * g[v];
+          __builtin_memcpy(gtexel + 8 * v, &gt, sizeof(gt));
+          vx[v] += dwx[t] * r;
+          vy[v] += dwy[t] * r;
+        }
+      }
+      rtg_v8 sx = rtg_v8{}, sy = rtg_v8{};
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        sx += g[v] * vx[v];
+        sy += g[v] * vy[v];
+      }
+      for (int l = 0; l < 8; ++l) {
+        gx += sx[l];
+        gy += sy[l];
+      }
+    } else {
+      for (int t = 0; t < 4; ++t) {
+        if (idx[t] < 0) continue;
+        const float* texel = planes_b + off + idx[t] * C;
+        float* gtexel = gplanes_b + off + idx[t] * C;
+        const float wt = wts[t] * (1.0f / 3.0f);
+        float dot = 0.0f;
+        for (int c = 0; c < C; ++c) {
+          dot += gf[c] * texel[c];
+          gtexel[c] += wt * gf[c];
+        }
+        gx += dwx[t] * dot;
+        gy += dwy[t] * dot;
+      }
     }
     // ix = ((u + 1) W - 1) / 2, so dix/du = W / 2; and the 1/3 of the mean.
     gq[iu] += gx * (W * 0.5f / 3.0f);
@@ -102,17 +134,20 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
   const RenderArgs& a = *g.fwd;
   const PlanesArgs& P = a.planes;
   const DecoderArgs& D = a.dec;
-  const int N = a.N, Nf = a.Nf, S = N + Nf, O = D.O1 - 1, C = P.C, Hd = D.Hd;
-  // Per sample (0..N-1 coarse, N..S-1 fine): depth, sigma_raw, colour, features, activations;
-  // then the merged copies the march takes, their gradients, and scratch.
-  const long n_buf = 2L * S + static_cast<long>(S) * (O + C + Hd) + 2L * S + static_cast<long>(S) * O + S +
-                     static_cast<long>(S) * O + 3L * S + 3L * N + 2L * D.O1 + Hd + C;
+  const int N = a.N, Nf = a.Nf, S = N + Nf, C = RTG_SIZE(CF, P.C), Hd = RTG_SIZE(HF, D.Hd);
+  const int O1 = RTG_SIZE(OF, D.O1), O = O1 - 1;
+  // Per sample (0..N-1 coarse, N..S-1 fine): depth, sigma_raw, colour, features, activations and
+  // their softplus'; the merged copies the march takes; per merged sample the gradients of the
+  // decoder's outputs (gout, O1) and hidden pre-activations (gh, Hd); scratch.
+  const long n_buf = 2L * S + static_cast<long>(S) * (O + C + 2 * Hd) + 2L * S + static_cast<long>(S) * O + S +
+                     static_cast<long>(S) * O + static_cast<long>(S) * (O1 + Hd) + 3L * S + 3L * N + O1 + C;
   float* buf = new float[n_buf];
   float *t = buf, *sig = t + S, *col = sig + S, *feat = col + static_cast<long>(S) * O;
-  float *act = feat + static_cast<long>(S) * C, *tm = act + static_cast<long>(S) * Hd, *sm = tm + S;
-  float *cm = sm + S, *g_sig = cm + static_cast<long>(S) * O, *g_col = g_sig + S;
-  float *march_scratch = g_col + static_cast<long>(S) * O, *w = march_scratch + 3L * S, *cdf = w + N;
-  float *bins = cdf + N, *out = bins + N, *gout = out + D.O1, *gh = gout + D.O1, *gf = gh + Hd;
+  float *act = feat + static_cast<long>(S) * C, *dact = act + static_cast<long>(S) * Hd;
+  float *tm = dact + static_cast<long>(S) * Hd, *sm = tm + S, *cm = sm + S, *g_sig = cm + static_cast<long>(S) * O;
+  float *g_col = g_sig + S, *gout = g_col + static_cast<long>(S) * O, *gh = gout + static_cast<long>(S) * O1;
+  float *march_scratch = gh + static_cast<long>(S) * Hd, *w = march_scratch + 3L * S, *cdf = w + N;
+  float *bins = cdf + N, *out = bins + N, *gf = out + O1;
   int* ord = new int[S];
   const long plane_elems = 3L * P.H * P.W * C;
   for (long i = begin; i < end; ++i) {
@@ -124,8 +159,8 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
         const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
         float* fj = feat + static_cast<long>(j) * C;
         rtg_triplane_features<CF>(planes_b, P.H, P.W, C, p, a.box_warp, a.plane_set, fj);
-        rtg_decode<CF, HF, OF>(fj, C, Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, act + static_cast<long>(j) * Hd, out,
-                               &sig[j], col + static_cast<long>(j) * O);
+        rtg_decode<CF, HF, OF>(fj, C, Hd, O1, D.w1t, D.b1, D.w2t, D.b2, act + static_cast<long>(j) * Hd, out, &sig[j],
+                               col + static_cast<long>(j) * O, dact + static_cast<long>(j) * Hd);
       }
     };
     coarse_depths(a, i, t);
@@ -148,8 +183,24 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
     float g_o[3] = {0.0f, 0.0f, 0.0f}, g_d[3] = {0.0f, 0.0f, 0.0f};
     for (int k = 0; k < S; ++k) {
       const long j = ord[k];
-      decoder_backward<CF, HF, OF>(D, gb, C, feat + j * C, act + j * Hd, col + j * O, g_sig[k],
-                                   g_col + static_cast<long>(k) * O, gout, gh, gf);
+      // The decoder's outputs: sigma_raw as is; colour = sigmoid(z) * 1.002 - 0.001, and
+      // sigmoid(z) = (colour + 0.001) / 1.002.
+      float* go = gout + static_cast<long>(k) * O1;
+      go[0] = g_sig[k];
+      const float* cj = col + j * O;
+      const float* gc = g_col + static_cast<long>(k) * O;
+      RTG_CHANNEL_LOOP
+      for (int c = 0; c < O; ++c) {
+        const float sg = (cj[c] + 0.001f) * (1.0f / 1.002f);
+        go[c + 1] = gc[c] * (1.002f * sg * (1.0f - sg));
+      }
+      // Hidden layer: dL/dh = (w2^T gout) * softplus'(h); features: dL/df = w1^T dL/dh.
+      float* ghk = gh + static_cast<long>(k) * Hd;
+      sum_rows<HF>(Hd, O1, go, 1, D.w2, Hd, nullptr, ghk, false);
+      const float* dj = dact + j * Hd;
+      RTG_CHANNEL_LOOP
+      for (int h = 0; h < Hd; ++h) ghk[h] *= dj[h];
+      sum_rows<CF>(C, Hd, ghk, 1, D.w1, C, nullptr, gf, false);
       const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
       float g_p[3];
       triplane_backward<CF>(planes_b, gb.planes + b * plane_elems, P.H, P.W, C, p, a.box_warp, a.plane_set, gf, g_p);
@@ -157,6 +208,16 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
         g_o[x] += g_p[x];
         g_d[x] += t[j] * g_p[x];
       }
+    }
+    // The weights' gradients, summed over the ray's samples before touching the buffers:
+    // dL/dw2[o] = sum_k gout_k[o] act_k, dL/dw1[h] = sum_k gh_k[h] feat_k, and the biases.
+    for (int r = 0; r < O1; ++r) sum_rows<HF>(Hd, S, gout + r, O1, act, Hd, ord, gb.w2 + static_cast<long>(r) * Hd, true);
+    for (int h = 0; h < Hd; ++h) sum_rows<CF>(C, S, gh + h, Hd, feat, C, ord, gb.w1 + static_cast<long>(h) * C, true);
+    for (int k = 0; k < S; ++k) {
+      RTG_CHANNEL_LOOP
+      for (int r = 0; r < O1; ++r) gb.b2[r] += gout[static_cast<long>(k) * O1 + r];
+      RTG_CHANNEL_LOOP
+      for (int h = 0; h < Hd; ++h) gb.b1[h] += gh[static_cast<long>(k) * Hd + h];
     }
     for (int x = 0; x < 3; ++x) {
       g.g_origins[3 * i + x] = g_o[x];

@@ -21,10 +21,10 @@ using namespace rtgaze::glue;
 
 // Folded decoder weights, transposed so the kernels' inner loops run over contiguous outputs.
 struct Decoder {
-  Tensor w1t, b1, w2t, b2;
+  Tensor w1t, b1, w2t, b2, w1, w2;
   rtgaze::DecoderArgs args() const {
     return {w1t.data_ptr<float>(), b1.data_ptr<float>(), w2t.data_ptr<float>(), b2.data_ptr<float>(),
-            static_cast<int>(w1t.size(1)), static_cast<int>(w2t.size(1))};
+            static_cast<int>(w1t.size(1)), static_cast<int>(w2t.size(1)), w1.data_ptr<float>(), w2.data_ptr<float>()};
   }
 };
 
@@ -39,7 +39,7 @@ Decoder fold_decoder(const Tensor& w1, const Tensor& b1, const Tensor& w2, const
   TORCH_CHECK_VALUE(w2.size(1) == hd && o1 >= 2, "w2 must be (1 + out_dim, hidden=", hd, "), got ", w2.sizes());
   TORCH_CHECK_VALUE(b2.size(0) == o1, "b2 must have ", o1, " elements, got ", b2.sizes());
   TORCH_CHECK_VALUE(C <= 1024 && hd <= 1024 && o1 <= 1025, "decoder sizes above 1024 are not supported");
-  return {w1.t().contiguous(), b1, w2.t().contiguous(), b2};
+  return {w1.t().contiguous(), b1, w2.t().contiguous(), b2, w1, w2};
 }
 
 rtgaze::PlanesArgs planes_args(const Tensor& planes) {
@@ -214,7 +214,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t grain = 16;
   const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (P + grain - 1) / grain));
   const int64_t per_task = (P + tasks - 1) / tasks;
-  const int64_t dec_elems = C * Hd + Hd + Hd * O1 + O1;
+  const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
   Tensor extra = at::zeros({tasks - 1, planes.numel()}, planes.options());
   const auto& k = rtgaze::cpu_kernels();
@@ -222,17 +222,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     for (int64_t task = t0; task < t1; ++task) {
       float* gd = g_dec.data_ptr<float>() + task * dec_elems;
       float* gp = task == 0 ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
-      rtgaze::GradBuffers gb{gp, gd, gd + C * Hd, gd + C * Hd + Hd, gd + C * Hd + Hd + Hd * O1};
+      rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd};
       const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
       if (begin < end) k.render_backward(g, gb, begin, end);
     }
   });
   for (int64_t task = 1; task < tasks; ++task) g_planes.view(-1).add_(extra[task - 1]);
   Tensor dec_sum = g_dec.sum(0);
-  Tensor g_w1 = dec_sum.narrow(0, 0, C * Hd).view({C, Hd}).t().contiguous();
-  Tensor g_b1 = dec_sum.narrow(0, C * Hd, Hd).clone();
-  Tensor g_w2 = dec_sum.narrow(0, C * Hd + Hd, Hd * O1).view({Hd, O1}).t().contiguous();
-  Tensor g_b2 = dec_sum.narrow(0, C * Hd + Hd + Hd * O1, O1).clone();
+  // Separate tensors (an op's outputs must not alias each other).
+  Tensor g_w1 = dec_sum.narrow(0, 0, Hd * C).view({Hd, C}).clone();
+  Tensor g_b1 = dec_sum.narrow(0, Hd * C, Hd).clone();
+  Tensor g_w2 = dec_sum.narrow(0, Hd * C + Hd, O1 * Hd).view({O1, Hd}).clone();
+  Tensor g_b2 = dec_sum.narrow(0, Hd * C + Hd + O1 * Hd, O1).clone();
   return {g_planes, g_w1, g_b1, g_w2, g_b2, g_origins, g_dirs};
 }
 

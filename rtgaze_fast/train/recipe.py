@@ -6,9 +6,9 @@
    model's input size, targets at its output size, depths at its ray resolution), stored as one
    safetensors file so a resumed or repeated run skips it;
 2. trains with the paper's loss (L_R with the eye mask, L_D against the generator's exact depth,
-   L_P) through the reference renderer; a ``novel_fraction`` of each batch asks for the target
-   gaze seen from the sample's second camera (the multi-view supervision that makes the
-   triplane 3D); Adam with a cosine schedule;
+   L_P) through the fastest renderer with a backward (the fused cpu one on a CPU); a
+   ``novel_fraction`` of each batch asks for the target gaze seen from the sample's second camera
+   (the multi-view supervision that makes the triplane 3D); Adam with a cosine schedule;
 3. writes the weights as fp16 safetensors (metadata: config, steps, the command, the time it
    took), and beside them the loss history of every step (across resumed runs) as JSON and as a
    plot.
@@ -162,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     cache = build_cache(cfg, args.identities, args.seed, args.workers, fmt(args.cache))
     t_data = time.time() - t0
-    model = RTGaze(args.config, backend="torch")
+    model = RTGaze(args.config, backend="auto")  # the fastest backend that has a fused backward
     loss = RTGazeLoss(beta=args.depth_weight, eye_weight=args.eye_weight)
     trainer = Trainer(model, lr=args.lr, loss=loss, decoder_lr_mul=args.decoder_lr_mul,
                       schedule=cosine_schedule(args.steps, warmup=min(100, args.steps // 10)))

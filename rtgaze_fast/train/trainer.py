@@ -1,6 +1,7 @@
 """A small trainer: progress bar, mixed precision where the device has it, gradient clipping,
 safetensors checkpoints (weights; optimiser state as a second safetensors file) and resume.
-Training renders through the reference backend ('auto' picks it when gradients are needed)."""
+Training renders through the model's renderer: with backend='auto', the fastest one that has a fused
+backward (the cpu backend on a CPU), else the reference."""
 from __future__ import annotations
 
 import json

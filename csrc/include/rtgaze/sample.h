@@ -118,11 +118,20 @@ RTG_HD void rtg_triplane_features(const T* planes_b, int H, int W, int C_, const
   for (int c = 0; c < C; ++c) feat[c] = feat[c] / 3.0f;
 }
 
+// softplus'(x) = sigmoid(x) from e = exp(-|x|) (1 above the threshold, as torch's backward).
+RTG_HD float rtg_softplus_grad_from(float x, float e) {
+  const float s = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  return x > 20.0f ? 1.0f : s;
+}
+
 // OSG decoder on one feature vector with folded, transposed weights: w1t (C, Hd), w2t (Hd, O1)
-// with O1 = 1 + O. hid[Hd] and out[O1] are scratch. Writes sigma_raw and the O widened colours.
+// with O1 = 1 + O. hid[Hd] and out[O1] are scratch; hid is left holding the activations. Writes
+// sigma_raw and the O widened colours; with dact, also each hidden unit's softplus' (a backward
+// that recomputes the forward needs both).
 template <int CF, int HF, int OF>
 RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float* w1t, const float* b1,
-                       const float* w2t, const float* b2, float* hid, float* out, float* sigma, float* rgb) {
+                       const float* w2t, const float* b2, float* hid, float* out, float* sigma, float* rgb,
+                       float* dact = nullptr) {
   const int C = RTG_SIZE(CF, C_), Hd = RTG_SIZE(HF, Hd_), O1 = RTG_SIZE(OF, O1_);
   for (int h = 0; h < Hd; ++h) hid[h] = b1[h];
   for (int c = 0; c < C; ++c) {
@@ -136,13 +145,21 @@ RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float*
     float e[HF > 0 ? HF : 1];
     RTG_CHANNEL_LOOP
     for (int h = 0; h < Hd; ++h) e[h] = rtg_softplus_exp(hid[h]);
+    if (dact) {
+      RTG_CHANNEL_LOOP
+      for (int h = 0; h < Hd; ++h) dact[h] = rtg_softplus_grad_from(hid[h], e[h]);
+    }
     RTG_CHANNEL_LOOP
     for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus_from(hid[h], e[h]);
   } else
 #endif
   {
     RTG_CHANNEL_LOOP
-    for (int h = 0; h < Hd; ++h) hid[h] = rtg_softplus(hid[h]);
+    for (int h = 0; h < Hd; ++h) {
+      const float e = rtg_softplus_exp(hid[h]);
+      if (dact) dact[h] = rtg_softplus_grad_from(hid[h], e);
+      hid[h] = rtg_softplus_from(hid[h], e);
+    }
   }
   // sigma_raw apart from the O colour outputs (32 = 4 whole AVX2 registers on the CPU).
   const int O = O1 - 1;
