@@ -50,6 +50,12 @@ def scene(batch, rays, planes, n, n_f, seed=0):
     return torch.randn(batch, 3, 32, planes, planes, generator=gen), dec, o, d, opts, noise
 
 
+def channels_last_planes(planes):
+    """The same (B, 3, C, H, W) planes with (B, 3, H, W, C) memory, as a model can produce them:
+    the fused path then needs no layout copy (nor one for their gradient)."""
+    return planes.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
 def forward_backward(backend, planes, dec, o, d, opts, noise):
     """One forward+backward of the renderer; returns the planes' and decoder's gradients."""
     planes = planes.detach().requires_grad_(True)
@@ -99,12 +105,14 @@ def training_step_times(repeats):
 _MEMORY_CHILD = """
 import sys, torch
 sys.path.insert(0, {here!r})
-from cpu_training import FFHQ, forward_backward, scene
+from cpu_training import FFHQ, channels_last_planes, forward_backward, scene
 def status(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 case = scene(**FFHQ)
+if {channels_last!r}:
+    case = (channels_last_planes(case[0]),) + case[1:]
 forward_backward({backend!r}, *scene(batch=1, rays=4, planes=8, n=4, n_f=4))  # load kernels, warm up
 before = status('VmRSS')
 open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark to the current RSS
@@ -113,8 +121,9 @@ print(status('VmHWM') - before)
 """
 
 
-def peak_memory_bytes(backend):
-    code = _MEMORY_CHILD.format(here=str(Path(__file__).resolve().parent), backend=backend)
+def peak_memory_bytes(backend, channels_last=False):
+    code = _MEMORY_CHILD.format(here=str(Path(__file__).resolve().parent), backend=backend,
+                                channels_last=channels_last)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -127,6 +136,7 @@ def main(argv=None):
     if load() is None:
         raise SystemExit("the compiled cpu backend is not built")
     mem = {b: peak_memory_bytes(b) for b in ("torch", "cpu")}
+    mem_cl = peak_memory_bytes("cpu", channels_last=True)
     result = {
         "what": "fused cpu backward (recompute) vs autograd of the eager reference",
         "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -135,8 +145,11 @@ def main(argv=None):
         "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "renderer": renderer_times(args.repeats),
         "training_step": training_step_times(args.repeats),
-        "peak_memory": {"shape": FFHQ, "reference_mib": mem["torch"] / 2 ** 20, "fused_cpu_mib": mem["cpu"] / 2 ** 20,
-                        "ratio": mem["torch"] / max(mem["cpu"], 1)},
+        "peak_memory": {"shape": FFHQ, "what": "resident memory the forward+backward adds (2 threads)",
+                        "reference_mib": mem["torch"] / 2 ** 20, "fused_cpu_mib": mem["cpu"] / 2 ** 20,
+                        "ratio": mem["torch"] / max(mem["cpu"], 1),
+                        "fused_cpu_channels_last_planes_mib": mem_cl / 2 ** 20,
+                        "ratio_channels_last_planes": mem["torch"] / max(mem_cl, 1)},
     }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -50,9 +50,38 @@ static void sum_rows(int n_, int K, const float* coef, int coef_stride, const fl
 // gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
 // return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
 // gradient). NaN coordinates scatter nothing and give a NaN dL/dp.
+// A spin lock per texel row of a shared planes gradient (GradBuffers::row_locks); rows are short
+// critical sections and two tasks rarely want the same one.
+static inline void lock_row(unsigned char* lock) {
+  while (__atomic_test_and_set(lock, __ATOMIC_ACQUIRE)) {
+    while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+    }
+  }
+}
+static inline void unlock_row(unsigned char* lock) { __atomic_clear(lock, __ATOMIC_RELEASE); }
+
+// gtexel[c] += wt * gf[c] for the taps of one texel row (two taps of a bilinear footprint), under
+// that row's lock when the planes gradient is shared (locks non-null).
 template <int CF>
-static void triplane_backward(const float* planes_b, float* gplanes_b, int H, int W, int C_, const float* p,
-                              float box_warp, int plane_set, const float* gf, float* g_p) {
+static void scatter_row(float* gplane, int W, int C_, const long* idx, const float* wts, const float* gf,
+                        unsigned char* locks) {
+  const int C = RTG_SIZE(CF, C_);
+  if (idx[0] < 0 && idx[1] < 0) return;
+  unsigned char* lock = locks ? locks + (idx[0] >= 0 ? idx[0] : idx[1]) / W : nullptr;
+  if (lock) lock_row(lock);
+  for (int t = 0; t < 2; ++t) {
+    if (idx[t] < 0) continue;
+    float* gtexel = gplane + idx[t] * C;
+    const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
+    RTG_CHANNEL_LOOP
+    for (int c = 0; c < C; ++c) gtexel[c] += wt * gf[c];
+  }
+  if (lock) unlock_row(lock);
+}
+
+template <int CF>
+static void triplane_backward(const float* planes_b, float* gplanes_b, unsigned char* locks_b, int H, int W, int C_,
+                              const float* p, float box_warp, int plane_set, const float* gf, float* g_p) {
   const int C = RTG_SIZE(CF, C_);
   const float scale = 2.0f / box_warp;
   const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
@@ -84,15 +113,10 @@ static void triplane_backward(const float* planes_b, float* gplanes_b, int H, in
       for (int t = 0; t < 4; ++t) {
         if (idx[t] < 0) continue;
         const float* texel = planes_b + off + idx[t] * C;
-        float* gtexel = gplanes_b + off + idx[t] * C;
-        const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
 #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) {
-          rtg_v8 r, gt;
+          rtg_v8 r;
           __builtin_memcpy(&r, texel + 8 * v, sizeof(r));
-          __builtin_memcpy(&gt, gtexel + 8 * v, sizeof(gt));
-          gt += wt * g[v];
-          __builtin_memcpy(gtexel + 8 * v, &gt, sizeof(gt));
           vx[v] += dwx[t] * r;
           vy[v] += dwy[t] * r;
         }
@@ -111,17 +135,16 @@ static void triplane_backward(const float* planes_b, float* gplanes_b, int H, in
       for (int t = 0; t < 4; ++t) {
         if (idx[t] < 0) continue;
         const float* texel = planes_b + off + idx[t] * C;
-        float* gtexel = gplanes_b + off + idx[t] * C;
-        const float wt = wts[t] * (1.0f / 3.0f);
         float dot = 0.0f;
-        for (int c = 0; c < C; ++c) {
-          dot += gf[c] * texel[c];
-          gtexel[c] += wt * gf[c];
-        }
+        for (int c = 0; c < C; ++c) dot += gf[c] * texel[c];
         gx += dwx[t] * dot;
         gy += dwy[t] * dot;
       }
     }
+    // Into the planes' gradient: taps 0, 1 share texel row y0, taps 2, 3 row y1.
+    unsigned char* locks = locks_b ? locks_b + static_cast<long>(k) * H : nullptr;
+    scatter_row<CF>(gplanes_b + off, W, C, idx, wts, gf, locks);
+    scatter_row<CF>(gplanes_b + off, W, C, idx + 2, wts + 2, gf, locks);
     // ix = ((u + 1) W - 1) / 2, so dix/du = W / 2; and the 1/3 of the mean.
     gq[iu] += gx * (W * 0.5f / 3.0f);
     gq[iv] += gy * (H * 0.5f / 3.0f);
@@ -203,7 +226,8 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
       sum_rows<CF>(C, Hd, ghk, 1, D.w1, C, nullptr, gf, false);
       const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
       float g_p[3];
-      triplane_backward<CF>(planes_b, gb.planes + b * plane_elems, P.H, P.W, C, p, a.box_warp, a.plane_set, gf, g_p);
+      triplane_backward<CF>(planes_b, gb.planes + b * plane_elems, gb.row_locks ? gb.row_locks + b * 3L * P.H : nullptr,
+                            P.H, P.W, C, p, a.box_warp, a.plane_set, gf, g_p);
       for (int x = 0; x < 3; ++x) {  // p = o + t d
         g_o[x] += g_p[x];
         g_d[x] += t[j] * g_p[x];

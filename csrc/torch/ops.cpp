@@ -183,11 +183,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   return {rgb, depth, wsum, range};
 }
 
-// Recompute backward. Rays are split into one contiguous range per task; each task accumulates the
-// gradients shared between rays (planes, decoder) into buffers of its own, summed at the end in
-// task order: no atomics, and the same result on every run with the same thread count. Task 0
-// accumulates straight into the returned planes gradient, so the extra memory is (tasks - 1)
-// planes-sized fp32 buffers.
+// Recompute backward. Rays are split into one contiguous range per task (a thread each). The
+// decoder's gradients go to a small buffer per task, summed in task order. The planes' gradient:
+// by default one buffer that every task adds into under per-texel-row spin locks (memory: the
+// gradient itself; the adds' order, so the last bits, may change from run to run); with
+// torch.use_deterministic_algorithms(True), or one task, a buffer per task summed in task order
+// (bitwise repeatable for a given thread count; (tasks - 1) more planes-sized buffers).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backward_cpu(
     const Tensor& grad_rgb, const Tensor& grad_depth, const Tensor& grad_wsum, const Tensor& planes, const Tensor& w1,
     const Tensor& b1, const Tensor& w2, const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
@@ -216,18 +217,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t per_task = (P + tasks - 1) / tasks;
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
-  Tensor extra = at::zeros({tasks - 1, planes.numel()}, planes.options());
+  const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
+  Tensor extra = at::zeros({shared ? 0 : tasks - 1, planes.numel()}, planes.options());
+  Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
   const auto& k = rtgaze::cpu_kernels();
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
       float* gd = g_dec.data_ptr<float>() + task * dec_elems;
-      float* gp = task == 0 ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
-      rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd};
+      float* gp = task == 0 || shared ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
+      rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
+                             shared ? locks.data_ptr<uint8_t>() : nullptr};
       const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
       if (begin < end) k.render_backward(g, gb, begin, end);
     }
   });
-  for (int64_t task = 1; task < tasks; ++task) g_planes.view(-1).add_(extra[task - 1]);
+  for (int64_t task = 0; task < extra.size(0); ++task) g_planes.view(-1).add_(extra[task]);
   Tensor dec_sum = g_dec.sum(0);
   // Separate tensors (an op's outputs must not alias each other).
   Tensor g_w1 = dec_sum.narrow(0, 0, Hd * C).view({Hd, C}).clone();
