@@ -168,53 +168,72 @@ def project(points, rot, trans, k) -> np.ndarray:
     return uv[:, :2] / uv[:, 2:3]
 
 
-def solve_pnp(image_points, k, model_points=FACE_MODEL, iterations: int = 50) -> Tuple[np.ndarray, np.ndarray, float]:
+def solve_pnp(image_points, k, model_points=FACE_MODEL, iterations: int = 50,
+              init: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray, float]:
     """Head pose from 2D landmarks: (R_h, t_h, rms reprojection error in pixels).
 
     Levenberg-Marquardt on (rotation vector, translation) minimising the reprojection error,
-    started from several head yaws and pitches (the 5-point problem has mirror minima) and
-    from the image's roll and scale; the best fit wins.
+    started from several head yaws and pitches (the 5-point problem has mirror minima) at the
+    image's roll and scale, the best fit winning; or from ``init`` (R, t), e.g. the previous
+    video frame's pose, alone.
     """
     x = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
     m = np.asarray(model_points, dtype=np.float64).reshape(-1, 3)
     if x.shape[0] != m.shape[0] or x.shape[0] < 4:
         raise ValueError(f"need >= 4 landmarks matching the model, got {x.shape[0]} vs {m.shape[0]}")
-    f = (k[0, 0] + k[1, 1]) / 2
-    eye = x[1] - x[0]
-    roll = math.atan2(eye[1], eye[0])
-    model_span = np.linalg.norm(m[1] - m[0])
-    z0 = f * model_span / max(np.linalg.norm(eye), 1e-6)
-    centre_px = x.mean(0)
-    centre_m = m.mean(0)
-    ray = np.linalg.solve(k, np.array([centre_px[0], centre_px[1], 1.0]))
-    best = None
-    for yaw0 in (-0.6, 0.0, 0.6):
-        for pitch0 in (-0.3, 0.2):
+    if not np.isfinite(x).all():
+        raise ValueError("landmarks must be finite")
+    k = np.asarray(k, dtype=np.float64)
+    if init is not None:
+        starts = [np.concatenate([rotvec(init[0]), np.asarray(init[1], dtype=np.float64).reshape(3)])]
+    else:
+        f = (k[0, 0] + k[1, 1]) / 2
+        eye = x[1] - x[0]
+        roll = math.atan2(eye[1], eye[0])
+        z0 = f * np.linalg.norm(m[1] - m[0]) / max(np.linalg.norm(eye), 1e-6)
+        ray = np.linalg.solve(k, np.array([*x.mean(0), 1.0]))
+        starts = []
+        for yaw0, pitch0 in ((0.0, 0.0), (-0.6, 0.0), (0.6, 0.0), (0.0, -0.5), (0.0, 0.5)):
             r0 = euler_to_rotation(pitch0, yaw0, roll)
-            t0 = ray * z0 - r0 @ centre_m
-            p = np.concatenate([rotvec(r0), t0])
-            p, err = _levenberg_marquardt(p, x, m, k, iterations)
-            if best is None or err < best[1]:
-                best = (p, err)
+            starts.append(np.concatenate([rotvec(r0), ray * z0 - r0 @ m.mean(0)]))
+    best = None
+    for p in starts:
+        p, err = _levenberg_marquardt(p, x, m, k, iterations)
+        if best is None or err < best[1]:
+            best = (p, err)
     p, err = best
     return rodrigues(p[:3]), p[3:].copy(), float(math.sqrt(err / x.shape[0]))
 
 
-def _residual(p, x, m, k):
-    return (project(m, rodrigues(p[:3]), p[3:], k) - x).reshape(-1)
+def _rodrigues_many(r: np.ndarray) -> np.ndarray:
+    """(n, 3) rotation vectors -> (n, 3, 3)."""
+    theta = np.linalg.norm(r, axis=1)
+    safe = np.where(theta < 1e-12, 1.0, theta)
+    kx, ky, kz = (r / safe[:, None]).T
+    zero = np.zeros_like(kx)
+    km = np.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], 1).reshape(-1, 3, 3)
+    s, c = np.sin(theta)[:, None, None], (1 - np.cos(theta))[:, None, None]
+    return np.eye(3)[None] + s * km + c * km @ km
+
+
+def _residuals(ps: np.ndarray, x, m, k) -> np.ndarray:
+    """(n, 6) parameter vectors -> (n, 2N) reprojection residuals."""
+    pc = np.einsum("nij,pj->npi", _rodrigues_many(ps[:, :3]), m) + ps[:, None, 3:]
+    uv = pc @ k.T
+    return (uv[..., :2] / uv[..., 2:3] - x[None]).reshape(ps.shape[0], -1)
+
+
+_STEPS = np.array([1e-6] * 3 + [1e-4] * 3)
+_DELTAS = np.concatenate([np.diag(_STEPS), -np.diag(_STEPS)])
 
 
 def _levenberg_marquardt(p, x, m, k, iterations):
     lam = 1e-3
-    r = _residual(p, x, m, k)
+    r = _residuals(p[None], x, m, k)[0]
     err = float(r @ r)
-    steps = np.array([1e-6] * 3 + [1e-4] * 3)
     for _ in range(iterations):
-        jac = np.empty((r.size, 6))
-        for i in range(6):
-            d = np.zeros(6)
-            d[i] = steps[i]
-            jac[:, i] = (_residual(p + d, x, m, k) - _residual(p - d, x, m, k)) / (2 * steps[i])
+        rr = _residuals(p[None] + _DELTAS, x, m, k)
+        jac = ((rr[:6] - rr[6:]) / (2 * _STEPS[:, None])).T
         jtj, jtr = jac.T @ jac, jac.T @ r
         improved = False
         for _ in range(10):
@@ -223,13 +242,14 @@ def _levenberg_marquardt(p, x, m, k, iterations):
             if q[5] <= 1e-3:  # keep the face in front of the camera
                 lam *= 10
                 continue
-            rq = _residual(q, x, m, k)
+            rq = _residuals(q[None], x, m, k)[0]
             eq = float(rq @ rq)
             if eq < err:
+                gain = err - eq
                 p, r, err, lam, improved = q, rq, eq, max(lam / 10, 1e-9), True
                 break
             lam *= 10
-        if not improved or np.linalg.norm(step) < 1e-10:
+        if not improved or gain <= 1e-12 * max(err, 1e-12) or np.linalg.norm(step) < 1e-10:
             break
     return p, err
 
