@@ -335,15 +335,16 @@ def apply_homography(h, points) -> np.ndarray:
     return q[:, :2] / q[:, 2:3]
 
 
-def camera_label(r_head_norm, spec: NormSpec) -> torch.Tensor:
+def camera_label(r_head_norm, spec: NormSpec, origin_world=HEAD_ORIGIN_WORLD, mm_per_unit: float = MM_PER_UNIT) -> torch.Tensor:
     """The (25,) EG3D camera label (cam2world, normalised intrinsics) of the virtual camera of
     ``spec`` for a head with rotation ``r_head_norm`` (normalised camera <- head): it renders the
     model's canonical triplane as that camera sees the face. For the identity rotation and
-    ``model_spec`` this is exactly ``rtgaze_fast.camera.frontal_camera()``."""
+    ``model_spec`` this is exactly ``rtgaze_fast.camera.frontal_camera()``. ``origin_world`` and
+    ``mm_per_unit`` place the head frame in the EG3D world (default: the mean synthetic head)."""
     r = np.asarray(r_head_norm, dtype=np.float64)
     rot = _D @ r.T
     cam_head = np.asarray(spec.centre) - spec.distance * (r.T @ np.array([0.0, 0.0, 1.0]))
-    pos = _D @ cam_head / MM_PER_UNIT + HEAD_ORIGIN_WORLD
+    pos = _D @ cam_head / mm_per_unit + np.asarray(origin_world, dtype=np.float64)
     c2w = np.eye(4)
     c2w[:3, :3], c2w[:3, 3] = rot, pos
     k = spec.intrinsics() / spec.size
@@ -354,6 +355,14 @@ def camera_label(r_head_norm, spec: NormSpec) -> torch.Tensor:
 def camera_from_head_pose(pitch_yaw, spec: NormSpec) -> torch.Tensor:
     """The camera label for a normalised head pose (pitch, yaw) (roll-free, as normalisation leaves it)."""
     return camera_label(rotation_from_head_pose(pitch_yaw), spec)
+
+
+def pose_from_label(label, k, origin_world=HEAD_ORIGIN_WORLD, mm_per_unit: float = MM_PER_UNIT):
+    """The head pose (R_h, t_h in mm) that a (25,) EG3D camera label sees, for the head frame placed
+    in the world by ``origin_world`` / ``mm_per_unit`` (the inverse of ``camera_label``'s mapping)."""
+    c2w = np.asarray(torch.as_tensor(label, dtype=torch.float64)).reshape(-1)[:16].reshape(4, 4)
+    rot_t = c2w[:3, :3].T
+    return rot_t @ _D, mm_per_unit * rot_t @ (np.asarray(origin_world, dtype=np.float64) - c2w[:3, 3])
 
 
 def head_pose_from_label(label) -> np.ndarray:

@@ -114,6 +114,7 @@ class EyeContact:
         self.lm_filter.reset()
         self.pose_filter.reset()
         self.track_log: List[dict] = []
+        self.weight_log: List[float] = []   # each frame's blend weight (0: original eyes)
 
     # ------------------------------------------------------------ tracking
 
@@ -191,6 +192,7 @@ class EyeContact:
                 target = 0.0
             step = 1.0 / self.fade_frames
             self.weight = min(self.weight + step, target) if target > self.weight else max(self.weight - step, target)
+            self.weight_log.append(self.weight)
             if face is not None and self.weight > 0:
                 jobs.append((i, face, self.weight, self.r.normalize(frame, face)))
             self.frame_index += 1
