@@ -5,7 +5,8 @@ runs ``eye_contact_video`` on it with the embedded tiny weights, and records the
 milliseconds per frame (decode, detect, normalise, redirect, paste, encode) with the machine,
 torch threads and settings. Also times one ``redirect`` of the photo itself.
 
-    PYTHONPATH=. python benchmarks/face_latency.py --frames 48 --threads 1 2 --out benchmarks/results/face_latency_cpu.json
+    PYTHONPATH=. python benchmarks/face_latency.py --frames 48 --threads 1 2 \
+        --out benchmarks/results/face_latency_cpu.json
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def make_video(path: str, frames: int, fps: int = 25) -> None:
         w.send(np.asarray(canvas))
     w.close()
     subprocess.run([iio.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", tmp, "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=44100", "-shortest", "-c:v", "copy", "-c:a", "aac", path], check=True)
+                    "sine=frequency=440:sample_rate=44100", "-shortest", "-c:v", "copy", "-c:a", "aac", path],
+                   check=True)
     os.remove(tmp)
 
 
@@ -75,7 +77,8 @@ def main() -> None:
             t0 = time.perf_counter()
             red(photo, "camera")
             photo_s = time.perf_counter() - t0
-            stats = eye_contact_video(src, os.path.join(d, "out.mp4"), EyeContact(red), batch=args.batch, progress=False)
+            stats = eye_contact_video(src, os.path.join(d, "out.mp4"), EyeContact(red), batch=args.batch,
+                                      progress=False)
             print(f"torch threads {threads}: one 512x512 photo {photo_s * 1e3:.0f} ms; video per 640x480 frame:")
             print(stats["table"])
             runs.append({"torch_threads": threads, "photo_512_seconds": photo_s,

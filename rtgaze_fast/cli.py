@@ -58,7 +58,7 @@ def _model_args(p, torch) -> None:
 def _load_model(args):
     from .model.weights import load_model
     weights = args.weights or default_weights(args.config)
-    model, path = load_model(args.config, weights, device=args.device, backend=args.backend)
+    model, path = load_model(args.config, weights, device=args.device, backend=args.backend, embedded=False)
     if path is None:
         print(f"WARNING: no weights for config {args.config!r} (pass --weights): the model is RANDOMLY "
               "initialised and its output is noise", file=sys.stderr)
@@ -121,14 +121,16 @@ def redirect_main(argv: Optional[List[str]] = None) -> int:
     try:
         res = red(photo.rgb, gaze, "all" if args.all_faces else args.face)
     except NoFaceError as e:
-        raise CliError(f"{args.image!r}: {e} (faces smaller than --min-face {args.min_face} px are not searched for)") from None
+        raise CliError(f"{args.image!r}: {e} (faces smaller than --min-face {args.min_face} px are not "
+                       "searched for)") from None
     save_photo(res.image, args.output, photo.alpha)
     if args.debug:
         save_photo(draw_debug(res.image, res.all_faces, res.mask), args.debug)
     h, w = res.image.shape[:2]
     for f, g in zip(res.faces, res.prompts):
         hp = [round(math.degrees(a)) for a in f.head_pose]
-        print(f"face at {[int(v) for v in f.box]}: head pose (pitch, yaw) {hp} deg, prompt {[round(math.degrees(a), 1) for a in g]} "
+        prompt = [round(math.degrees(a), 1) for a in g]
+        print(f"face at {[int(v) for v in f.box]}: head pose (pitch, yaw) {hp} deg, prompt {prompt} "
               f"deg ({args.prompt_frame} frame)")
     print(f"wrote {args.output} ({w}x{h}, {len(res.faces)} of {len(res.all_faces)} face(s) redirected, "
           f"{int((res.mask > 0).sum())} pixels changed at most, backend {model.renderer.backend!r})")
@@ -173,7 +175,7 @@ def eye_contact_main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", help="write the statistics (frames, per-stage seconds) here")
     _model_args(p, torch)
     args = p.parse_args(argv)
-    if args.batch < 1 or args.fade < 1 or args.detect_every < 1 or (args.max_frames is not None and args.max_frames < 1):
+    if min(args.batch, args.fade, args.detect_every, 1 if args.max_frames is None else args.max_frames) < 1:
         raise CliError("--batch, --fade, --detect-every and --max-frames must be positive")
     if not (math.isfinite(args.max_angle) and 0 < args.max_angle <= 90):
         raise CliError("--max-angle must be in (0, 90] degrees")

@@ -102,7 +102,8 @@ def test_gaze_conversions_are_exact():
     rot, t = random_pose(RNG)
     n = geo.normalization(K, rot, t, geo.ETH_XGAZE_SPEC)
     g = geo.pitchyaw_to_vector(RNG.uniform(-0.8, 0.8, (20, 2)))
-    assert np.allclose(geo.gaze_normalized_to_camera(geo.gaze_camera_to_normalized(g, n.r_norm), n.r_norm), g, atol=1e-12)
+    back = geo.gaze_normalized_to_camera(geo.gaze_camera_to_normalized(g, n.r_norm), n.r_norm)
+    assert np.allclose(back, g, atol=1e-12)
     assert np.allclose(geo.gaze_head_to_camera(geo.gaze_camera_to_head(g, rot), rot), g, atol=1e-12)
     # head frame reached through the normalised camera equals the direct conversion
     via = geo.gaze_camera_to_head(geo.gaze_camera_to_normalized(g, n.r_norm), n.r_head)

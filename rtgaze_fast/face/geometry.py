@@ -335,7 +335,8 @@ def apply_homography(h, points) -> np.ndarray:
     return q[:, :2] / q[:, 2:3]
 
 
-def camera_label(r_head_norm, spec: NormSpec, origin_world=HEAD_ORIGIN_WORLD, mm_per_unit: float = MM_PER_UNIT) -> torch.Tensor:
+def camera_label(r_head_norm, spec: NormSpec, origin_world=HEAD_ORIGIN_WORLD,
+                 mm_per_unit: float = MM_PER_UNIT) -> torch.Tensor:
     """The (25,) EG3D camera label (cam2world, normalised intrinsics) of the virtual camera of
     ``spec`` for a head with rotation ``r_head_norm`` (normalised camera <- head): it renders the
     model's canonical triplane as that camera sees the face. For the identity rotation and

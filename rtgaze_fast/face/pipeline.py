@@ -171,7 +171,8 @@ class GazeRedirector:
         dev = self.device
         for i in range(0, patches.shape[0], self.batch):
             sl = slice(i, i + self.batch)
-            outs.append(self.model.redirect(patches[sl].to(dev), torch.as_tensor(prompts[sl], dtype=torch.float32, device=dev),
+            gaze = torch.as_tensor(prompts[sl], dtype=torch.float32, device=dev)
+            outs.append(self.model.redirect(patches[sl].to(dev), gaze,
                                             cameras[sl].to(dev)).float().cpu())
         return torch.cat(outs) if outs else torch.zeros(0, 3, self.out_size, self.out_size)
 
@@ -254,7 +255,8 @@ class GazeRedirector:
             chosen = [int(faces)] if np.isscalar(faces) else [int(i) for i in faces]
         bad = [i for i in chosen if not 0 <= i < len(found)]
         if bad:
-            raise NoFaceError(f"face {bad[0]} requested but only {len(found)} face(s) found (indices 0..{len(found) - 1}, "
+            raise NoFaceError(f"face {bad[0]} requested but only {len(found)} face(s) found "
+                              f"(indices 0..{len(found) - 1}, "
                               "largest first)")
         sel = [found[i] for i in chosen]
         patches = torch.stack([self.normalize(image, f) for f in sel])
@@ -286,7 +288,8 @@ def draw_debug(image: np.ndarray, faces: Sequence[Face], mask: Optional[np.ndarr
     for i, f in enumerate(faces):
         d.rectangle([float(v) for v in f.box], outline=(0, 255, 0), width=lw)
         p, y = np.degrees(f.head_pose)
-        d.text((float(f.box[0]), float(f.box[1]) - 12 * lw), f"#{i} {f.score:.2f} pose p{p:+.0f} y{y:+.0f}", fill=(0, 255, 0))
+        d.text((float(f.box[0]), float(f.box[1]) - 12 * lw), f"#{i} {f.score:.2f} pose p{p:+.0f} y{y:+.0f}",
+               fill=(0, 255, 0))
         r = 2 * lw
         for c, (x, yy) in zip(colours, f.landmarks):
             d.ellipse([x - r, yy - r, x + r, yy + r], fill=c)

@@ -250,7 +250,8 @@ def eye_contact_video(src: str, dst: str, eye_contact: EyeContact, batch: int = 
         reader = iio.read_frames(src)
         meta = next(reader)
     except (RuntimeError, OSError, StopIteration) as e:
-        raise VideoError(f"cannot read video {src!r}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise VideoError(f"cannot read video {src!r}: {why}") from None
     w, h = meta["size"]
     fps = float(meta.get("fps") or 30.0)
     eye_contact.fps = fps

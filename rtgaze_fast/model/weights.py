@@ -47,12 +47,13 @@ def load_weights(model, path: str) -> None:
 
 
 def load_model(config: str = "tiny", weights: Optional[str] = None, device="cpu", backend: str = "auto",
-               deterministic: bool = True) -> Tuple["RTGaze", Optional[str]]:  # noqa: F821
+               deterministic: bool = True, embedded: bool = True) -> Tuple["RTGaze", Optional[str]]:  # noqa: F821
     """An RTGaze of ``config`` in eval mode on ``device`` with ``weights`` (default: the embedded
-    ones, if any). Returns (model, weights path or None: None means randomly initialised)."""
+    ones if ``embedded`` and there are some). Returns (model, weights path or None: None means
+    randomly initialised)."""
     from .rtgaze import RTGaze
     model = RTGaze(config, backend=backend, deterministic=deterministic)
-    path = weights or default_weights(config)
+    path = weights or (default_weights(config) if embedded else None)
     if path:
         load_weights(model, path)
     return model.float().to(device).eval(), path
