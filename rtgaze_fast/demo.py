@@ -22,7 +22,7 @@ import torch
 
 from . import bench, evaluation, ops
 from .camera import camera_label, fov_to_intrinsics, look_at_pose, rays_from_label
-from .cli import default_weights
+from .model.weights import default_weights
 from .options import FFHQ_OPTIONS
 from .precision import parity_errors
 from .renderer import ImportanceRenderer
@@ -77,7 +77,7 @@ def gaze_grid(out_dir: str, device, weights: str, config: str = "tiny", seed: in
     """
     from PIL import Image
     from .camera import frontal_camera
-    from .cli import load_weights
+    from .model.weights import load_weights
     from .data.synthetic import make_identity, render
     from .model import RTGaze
     from .train.recipe import dataset_for

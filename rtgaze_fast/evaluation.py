@@ -125,7 +125,8 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import CliError, default_weights, load_weights
+    from .errors import UserError
+    from .model.weights import default_weights, load_weights
     from .model import CONFIGS, RTGaze
     p = argparse.ArgumentParser(prog="rtgaze-fast eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,10 +140,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     if args.identities < 1 or args.samples < 1:
-        raise CliError("--identities and --samples must be positive")
+        raise UserError("--identities and --samples must be positive")
     weights = args.weights or default_weights(args.config)
     if weights is None:
-        raise CliError(f"no embedded weights for config {args.config!r}: pass --weights")
+        raise UserError(f"no embedded weights for config {args.config!r}: pass --weights")
     model = RTGaze(args.config, deterministic=True)
     load_weights(model, weights)
     model = model.float().to(args.device)

@@ -13,6 +13,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 .venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pybind11 ninja hypothesis \
   safetensors h5py pillow matplotlib tqdm torchmetrics setuptools wheel
+# Faces and video (the `face` extra): imageio-ffmpeg's wheel carries ffmpeg; facenet-pytorch's
+# carries the MTCNN weights (2 MB) and pins torch<2.3, so it goes in without its dependencies
+# (only its weight files are read). scikit-image (tests) ships the astronaut photo.
+.venv/bin/pip install -q imageio-ffmpeg scikit-image
+.venv/bin/pip install -q --no-deps "facenet-pytorch==2.6.0"
 # The Triton the GPU machines carry (with their torch 2.11): CI also compiles the kernels with it
 # (tests/test_triton_lowering.py), beside the pinned one that runs the interpreter.
 TRITON_GPU=3.6.0

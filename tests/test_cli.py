@@ -7,6 +7,8 @@ from safetensors.torch import save_file
 from rtgaze_fast import RTGaze
 from rtgaze_fast.cli import main
 
+ALIGNED = ["--aligned"]  # these tests feed a crop, not a photo with a face
+
 
 @pytest.fixture
 def face(tmp_path):
@@ -17,7 +19,7 @@ def face(tmp_path):
 
 def test_redirect_end_to_end_on_the_embedded_weights(face, tmp_path, capsys):
     out = tmp_path / "out.png"
-    assert main(["redirect", face, "--pitch", "10", "--yaw", "-15", "--view-yaw", "5", "-o", str(out)]) == 0
+    assert main(["redirect", face, "--pitch", "10", "--yaw", "-15", "--view-yaw", "5", "-o", str(out)] + ALIGNED) == 0
     img = Image.open(out)
     assert img.size == (64, 64)
     assert "RANDOMLY" not in capsys.readouterr().err
@@ -26,14 +28,15 @@ def test_redirect_end_to_end_on_the_embedded_weights(face, tmp_path, capsys):
 def test_redirect_without_any_weights_warns(face, tmp_path, capsys, monkeypatch):
     import rtgaze_fast.cli as cli
     monkeypatch.setattr(cli, "default_weights", lambda config: None)
-    assert main(["redirect", face, "--pitch", "0", "--yaw", "0", "-o", str(tmp_path / "o.png")]) == 0
+    assert main(["redirect", face, "--pitch", "0", "--yaw", "0", "-o", str(tmp_path / "o.png")] + ALIGNED) == 0
     assert "RANDOMLY" in capsys.readouterr().err
 
 
 def test_redirect_with_weights(face, tmp_path):
     w = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(w))
-    assert main(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(w), "-o", str(tmp_path / "o.png")]) == 0
+    argv = ["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(w), "-o", str(tmp_path / "o.png")]
+    assert main(argv + ALIGNED) == 0
 
 
 def refused(argv, capsys, *words):
@@ -43,41 +46,42 @@ def refused(argv, capsys, *words):
 
 
 def test_refuses_missing_and_non_images(face, tmp_path, capsys):
-    refused(["redirect", str(tmp_path / "nope.png"), "--pitch", "0", "--yaw", "0", "-o", "x.png"], capsys, "does not exist")
+    refused(["redirect", str(tmp_path / "nope.png"), "--pitch", "0", "--yaw", "0", "-o", "x.png"] + ALIGNED, capsys,
+            "does not exist")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"definitely not a png")
-    refused(["redirect", str(bad), "--pitch", "0", "--yaw", "0", "-o", "x.png"], capsys, "cannot read image")
+    refused(["redirect", str(bad), "--pitch", "0", "--yaw", "0", "-o", "x.png"] + ALIGNED, capsys, "cannot read image")
 
 
 def test_refuses_truncated_images(face, tmp_path, capsys):
     data = open(face, "rb").read()
     cut = tmp_path / "cut.png"
     cut.write_bytes(data[: len(data) // 2])
-    refused(["redirect", str(cut), "--pitch", "0", "--yaw", "0", "-o", "x.png"], capsys, "cannot read image")
+    refused(["redirect", str(cut), "--pitch", "0", "--yaw", "0", "-o", "x.png"] + ALIGNED, capsys, "cannot read image")
 
 
 def test_refuses_decompression_bombs(tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.new("L", (8000, 6000)).save(big)  # 48 Mpixel, a few kB compressed
-    refused(["redirect", str(big), "--pitch", "0", "--yaw", "0", "-o", "x.png"], capsys, "pixel")
+    refused(["redirect", str(big), "--pitch", "0", "--yaw", "0", "-o", "x.png"] + ALIGNED, capsys, "pixel")
 
 
 def test_refuses_bad_weights(face, tmp_path, capsys):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
-    refused(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(junk), "-o", "x.png"], capsys,
+    refused(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(junk), "-o", "x.png"] + ALIGNED, capsys,
             "cannot read weights")
     wrong = tmp_path / "wrong.safetensors"
     state = {k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}
     state.pop("decoder.net.0.weight")
     state["superres.inp.0.weight"] = state["superres.inp.0.weight"][:1].contiguous()
     save_file(state, str(wrong))
-    refused(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(wrong), "-o", "x.png"], capsys,
+    refused(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(wrong), "-o", "x.png"] + ALIGNED, capsys,
             "missing keys", "decoder.net.0.weight", "wrong shapes")
 
 
 def test_refuses_bad_angles(face, capsys):
-    refused(["redirect", face, "--pitch", "nan", "--yaw", "0", "-o", "x.png"], capsys, "--pitch")
+    refused(["redirect", face, "--pitch", "nan", "--yaw", "0", "-o", "x.png"] + ALIGNED, capsys, "--pitch")
 
 
 def test_usage_lists_subcommands(capsys):
