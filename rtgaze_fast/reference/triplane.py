@@ -30,7 +30,7 @@ def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float,
     b, n_planes, c, h, w = planes.shape
     m = points.shape[1]
     grid = project_onto_planes(points, box_warp, plane_set).reshape(b * n_planes, 1, m, 2)
-    out = F.grid_sample(planes.reshape(b * n_planes, c, h, w), grid.float(), mode="bilinear",
+    out = F.grid_sample(planes.reshape(b * n_planes, c, h, w), grid.to(planes.dtype), mode="bilinear",
                         padding_mode="zeros", align_corners=False)
     return out.permute(0, 3, 2, 1).reshape(b, n_planes, m, c)
 
