@@ -389,7 +389,12 @@ def main(argv=None) -> int:
                    help="also time RTGaze end to end (default: base on a GPU, tiny on a CPU)")
     p.add_argument("--no-renderer", action="store_true", help="skip the renderer table (time only the model)")
     p.add_argument("--out", default="out", help="folder for bench.json and bench.png (default out/)")
+    p.add_argument("--model-gpu", action="store_true",
+                   help="print the GPU performance model (rtgaze_fast.perf_model: estimates, no timing) and exit")
     args = p.parse_args(argv)
+    if args.model_gpu:
+        from . import perf_model
+        return perf_model.main(["--out", "-"])
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     res = args.res or ([128] if gpu else [64, 128])

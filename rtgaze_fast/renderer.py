@@ -6,7 +6,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
-from . import ops
+from . import autotune, ops
 from .options import RenderOptions, parse_options, plane_set_index
 from .reference.decoder import decoder_layers, folded_decoder_weights
 from .reference.marcher import clamp_depth
@@ -63,6 +63,9 @@ class ImportanceRenderer(nn.Module):
         if b == 0 or r == 0:
             new = ray_origins.new_zeros
             return new(b, r, _out_dim(decoder)), new(b, r, 1), new(b, r, 1)
+        if self.backend == "auto" and autotune.enabled(planes.device):
+            backend = self._measured_backend(planes, decoder, ray_origins, ray_directions, opts, noise,
+                                             requires_grad)
         if backend == "torch":
             if self.precision != "fp32":
                 raise ValueError(f"precision={self.precision!r} applies to fused backends; the 'torch' "
@@ -70,6 +73,31 @@ class ImportanceRenderer(nn.Module):
             return render_reference(planes, decoder, ray_origins, ray_directions, opts, noise,
                                     self.plane_set, self.chunk_size)
         return self._render_fused(backend, planes, decoder, ray_origins, ray_directions, opts, noise)
+
+    # -- 'auto' on a GPU: measured once per shape class (rtgaze_fast.autotune) --
+
+    def _measured_backend(self, planes, decoder, ray_origins, ray_directions, opts: RenderOptions, noise: Noise,
+                          requires_grad: bool) -> str:
+        rejected, candidates = {}, []
+        for b in ops.FUSED_BACKENDS:
+            why = ops.why_unavailable(b, planes.device)
+            if why is None and self.precision not in ops.BACKEND_PRECISIONS[b]:
+                why = f"does not implement precision {self.precision!r}"
+            if why is None and requires_grad and not ops.has_backward(b):
+                why = "inference-only and an input requires grad"
+            if why is None and opts.density_noise > 0:
+                why = "density_noise > 0 is reference-only"
+            (rejected.__setitem__(b, why) if why else candidates.append(b))
+        cls = autotune.shape_class(planes.shape, _HALF.get(self.precision, torch.float32), ray_origins.shape[1],
+                                   opts.depth_resolution, opts.depth_resolution_importance)
+        key = autotune.make_key(planes.device, cls, self.precision, requires_grad)
+        choice = autotune.select(
+            key, candidates,
+            run=lambda b: self._render_fused(b, planes, decoder, ray_origins, ray_directions, opts, noise),
+            reference=lambda: render_reference(planes, decoder, ray_origins, ray_directions, opts, noise,
+                                               self.plane_set, self.chunk_size),
+            precision=self.precision, device=planes.device, rejected=rejected)
+        return choice.backend
 
     # -- the fused path: one op call plus the batch-wide clamp --
 

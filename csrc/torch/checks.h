@@ -34,6 +34,16 @@ inline void check_input(const Tensor& t, const char* name, int64_t dim, c10::Dev
                     " elements, more than the kernels index (2**31-1)");
 }
 
+// Every tensor of an op on the device of its first tensor (the planes, or rgb / depths), index
+// included: a kernel launched under cuda:0's guard with a pointer into cuda:1's memory would read
+// another GPU's address space (an illegal access, or silently wrong data with peer access on).
+// Takes devices, not tensors, so CI can unit-test it without a GPU (tests/test_device_checks.py).
+inline void check_same_device(const c10::Device& actual, const char* name, const c10::Device& expected,
+                              const char* expected_name) {
+  TORCH_CHECK_VALUE(actual == expected, name, " is on ", actual, " but ", expected_name, " is on ", expected,
+                    ": every input of this op must be on the same device (index included)");
+}
+
 inline void check_precision(const char* backend, const std::string& precision) {
   TORCH_CHECK_VALUE(precision == "fp32", "precision: the ", backend, " backend implements 'fp32' only, got '", precision, "'");
 }

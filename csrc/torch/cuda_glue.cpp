@@ -17,7 +17,11 @@ using at::Tensor;
 using namespace rtgaze::glue;
 namespace rc = rtgaze::cuda;
 
-void check_cuda(const Tensor& t, const char* name, int64_t dim) { check_input(t, name, dim, c10::kCUDA); }
+// A CUDA tensor of rank dim on `dev` (the op's first tensor's device, index included).
+void check_cuda(const Tensor& t, const char* name, int64_t dim, const Tensor& first, const char* first_name) {
+  check_input(t, name, dim, c10::kCUDA);
+  check_same_device(t.device(), name, first.device(), first_name);
+}
 
 // A launch error as an exception; a GPU this build has no code for gets the rebuild command.
 void check_launch(cudaError_t err, const char* kernel) {
@@ -63,10 +67,10 @@ Padded pad_inputs(const Tensor& planes_in, const Tensor& w1, const Tensor& b1, c
   const at::ScalarType dtype = plane_dtype(precision);
   const Tensor planes = planes_in.scalar_type() == at::kFloat ? planes_in.to(dtype) : planes_in;
   check_input(planes, "planes", 5, c10::kCUDA, dtype);
-  check_cuda(w1, "w1", 2);
-  check_cuda(b1, "b1", 1);
-  check_cuda(w2, "w2", 2);
-  check_cuda(b2, "b2", 1);
+  check_cuda(w1, "w1", 2, planes_in, "planes");
+  check_cuda(b1, "b1", 1, planes_in, "planes");
+  check_cuda(w2, "w2", 2, planes_in, "planes");
+  check_cuda(b2, "b2", 1, planes_in, "planes");
   const int64_t C = planes.size(4), hd = w1.size(0), o1 = w2.size(0);
   TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C) channels-last, got ", planes.sizes());
   TORCH_CHECK_VALUE(w1.size(1) == C, "w1 must be (hidden, C=", C, ") to match the planes, got ", w1.sizes());
@@ -90,7 +94,7 @@ std::tuple<Tensor, Tensor> sample_decode_cuda(const Tensor& planes, const Tensor
   check_plane_set(plane_set);
   const c10::cuda::CUDAGuard guard(planes.device());
   const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
-  check_cuda(points, "points", 3);
+  check_cuda(points, "points", 3, planes, "planes");
   TORCH_CHECK_VALUE(points.size(0) == planes.size(0) && points.size(2) == 3, "points must be (B=", planes.size(0),
                     ", M, 3), got ", points.sizes());
   const int64_t B = points.size(0), M = points.size(1), O = w2.size(0) - 1;
@@ -105,9 +109,9 @@ std::tuple<Tensor, Tensor> sample_decode_cuda(const Tensor& planes, const Tensor
 
 std::tuple<Tensor, Tensor, Tensor> march_cuda(const Tensor& rgb, const Tensor& sigma, const Tensor& depths,
                                               bool white_back) {
-  check_cuda(rgb, "rgb", 4);
-  check_cuda(sigma, "sigma", 3);
-  check_cuda(depths, "depths", 3);
+  check_cuda(rgb, "rgb", 4, rgb, "rgb");
+  check_cuda(sigma, "sigma", 3, rgb, "rgb");
+  check_cuda(depths, "depths", 3, rgb, "rgb");
   const int64_t B = rgb.size(0), R = rgb.size(1), S = rgb.size(2), O = rgb.size(3);
   TORCH_CHECK_VALUE(sigma.sizes() == at::IntArrayRef({B, R, S}), "sigma must be (B, R, S) = ",
                     at::IntArrayRef({B, R, S}), ", got ", sigma.sizes());
@@ -124,9 +128,9 @@ std::tuple<Tensor, Tensor, Tensor> march_cuda(const Tensor& rgb, const Tensor& s
 }
 
 Tensor importance_cuda(const Tensor& depths, const Tensor& weights, const Tensor& u) {
-  check_cuda(depths, "depths", 3);
-  check_cuda(weights, "weights", 3);
-  check_cuda(u, "u", 3);
+  check_cuda(depths, "depths", 3, depths, "depths");
+  check_cuda(weights, "weights", 3, depths, "depths");
+  check_cuda(u, "u", 3, depths, "depths");
   const int64_t B = depths.size(0), R = depths.size(1), N = depths.size(2), Nf = u.size(2);
   TORCH_CHECK_VALUE(N >= 4 && N <= rc::kMaxSamples, "importance sampling needs 4 <= N <= ", rc::kMaxSamples,
                     " coarse samples (depths), got ", N);
@@ -151,19 +155,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
   check_plane_set(plane_set);
   const c10::cuda::CUDAGuard guard(planes.device());
   const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
-  check_cuda(ray_origins, "ray_origins", 3);
-  check_cuda(ray_directions, "ray_directions", 3);
+  check_cuda(ray_origins, "ray_origins", 3, planes, "planes");
+  check_cuda(ray_directions, "ray_directions", 3, planes, "planes");
   const int64_t B = planes.size(0), R = ray_origins.size(1);
   TORCH_CHECK_VALUE(ray_origins.size(0) == B && ray_origins.size(2) == 3, "ray_origins must be (B=", B,
                     ", R, 3), got ", ray_origins.sizes());
   TORCH_CHECK_VALUE(ray_directions.sizes() == ray_origins.sizes(), "ray_directions must have ray_origins' shape ",
                     ray_origins.sizes(), ", got ", ray_directions.sizes());
-  check_cuda(ray_start, "ray_start", 2);
-  check_cuda(ray_end, "ray_end", 2);
+  check_cuda(ray_start, "ray_start", 2, planes, "planes");
+  check_cuda(ray_end, "ray_end", 2, planes, "planes");
   TORCH_CHECK_VALUE(ray_start.sizes() == at::IntArrayRef({B, R}) && ray_end.sizes() == ray_start.sizes(),
                     "ray_start and ray_end must be (B=", B, ", R=", R, ")");
-  check_cuda(stratified_u, "stratified_u", 3);
-  check_cuda(importance_u, "importance_u", 3);
+  check_cuda(stratified_u, "stratified_u", 3, planes, "planes");
+  check_cuda(importance_u, "importance_u", 3, planes, "planes");
   const int64_t N = stratified_u.size(2), Nf = importance_u.size(2);
   TORCH_CHECK_VALUE(stratified_u.size(0) == B && stratified_u.size(1) == R && N >= 2,
                     "stratified_u must be (B=", B, ", R=", R, ", N >= 2), got ", stratified_u.sizes());
