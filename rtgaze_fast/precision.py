@@ -55,7 +55,8 @@ def parity_errors(out, ref) -> dict:
         if a.shape != b.shape:
             raise ValueError(f"{name} has shape {tuple(a.shape)}, the reference's {tuple(b.shape)}")
     mask = wsum_r > DEPTH_WSUM_MIN
-    finite = all(bool((a.isfinite() | ~b.isfinite()).all()) for a, b in ((rgb, rgb_r), (depth, depth_r), (wsum, wsum_r)))
+    pairs = ((rgb, rgb_r), (depth, depth_r), (wsum, wsum_r))
+    finite = all(bool((a.isfinite() | ~b.isfinite()).all()) for a, b in pairs)
     d_err = float((depth - depth_r).abs()[mask].max()) if bool(mask.any()) else 0.0
     return {
         "finite": finite,

@@ -109,3 +109,33 @@ def zero_ray_call(family: str, b: int, r: int, device="cpu"):
         return ((planes, *w, z(b, r, 3), z(b, r, 3) + 1, z(b, r), z(b, r) + 1, z(b, r, n), z(b, r, n_f), 1.0, False,
                  False, 0, "fp32"), [(b, r, o), (b, r), (b, r), (b, r, 2)])
     raise ValueError(family)
+
+
+# ---- a fault: the render kernel leaves the tail of its outputs unwritten ----
+
+def skip_tail(backend: str, monkeypatch, rays: int = 8) -> None:
+    """Make ``backend``'s render kernel leave its last rays unwritten: the compiled backends skip
+    ``rays`` (RTGAZE_FAST_TEST_SKIP_TAIL, csrc/torch/checks.h); Triton is launched with one program
+    fewer than its grid needs (its last block of rays)."""
+    if backend != "triton":
+        monkeypatch.setenv("RTGAZE_FAST_TEST_SKIP_TAIL", str(rays))
+        return
+    from rtgaze_fast.triton import render as triton_render
+    real = triton_render.wrap_triton
+
+    class Short:
+        def __init__(self, kernel):
+            self.launch = real(kernel)
+
+        def __getitem__(self, grid):
+            return self.launch[lambda meta: (grid(meta)[0] - 1,)]
+    monkeypatch.setattr(triton_render, "wrap_triton", Short)
+
+
+def unwritten_tail(rgb: torch.Tensor) -> int:
+    """How many trailing rays of a (B, R, O) output are all NaN; asserts every ray before them is finite."""
+    flat = rgb.reshape(-1, rgb.shape[-1])
+    nan = flat.isnan().all(-1)
+    k = int(nan.flip(0).cumprod(0).sum())
+    assert bool(flat[:flat.shape[0] - k].isfinite().all()), "NaN before the tail"
+    return k

@@ -1,9 +1,10 @@
 """The parity checks can fail: ``parity_errors`` flags NaN/Inf itself (depth everywhere), and output
 poisoning is on, so a kernel that leaves the tail of its outputs unwritten fails parity.
 
-The fault is injected into the real kernels: the compiled backends honour
-``RTGAZE_FAST_TEST_SKIP_TAIL=k`` (csrc/torch/checks.h: the render op leaves its last k rays
-unwritten); the Triton render kernel is launched with one program fewer than it needs.
+The fault is injected into the real kernels (tests/parity_cases.py ``skip_tail``): the compiled
+backends honour ``RTGAZE_FAST_TEST_SKIP_TAIL=k`` (csrc/torch/checks.h: the render op leaves its
+last k rays unwritten); the Triton render kernel is launched with one program fewer than it
+needs. tests/test_gpu_parity.py does the same for cuda and triton on a GPU.
 """
 import os
 
@@ -12,6 +13,7 @@ import torch
 
 from rtgaze_fast import ops
 from rtgaze_fast.precision import parity_errors, within
+import parity_cases
 from scenes import make_scene, render_scene
 
 FUSED = [b for b in ("cpu", "triton") if ops.why_unavailable(b, "cpu") is None]
@@ -48,33 +50,15 @@ def test_poisoning_is_on_in_this_suite():
     assert bool(ops.new_output((3, 4), torch.zeros(1)).isnan().all())
 
 
-def _skip_tail_triton(monkeypatch):
-    """Launch the Triton render kernel with one program fewer than its grid needs."""
-    from rtgaze_fast.triton import render as triton_render
-    real = triton_render.wrap_triton
-
-    class Short:
-        def __init__(self, kernel):
-            self.launch = real(kernel)
-
-        def __getitem__(self, grid):
-            return self.launch[lambda meta: (grid(meta)[0] - 1,)]
-    monkeypatch.setattr(triton_render, "wrap_triton", Short)
-
-
 @pytest.mark.parametrize("backend", FUSED)
 def test_a_kernel_leaving_its_tail_unwritten_fails_parity(backend, monkeypatch):
     # 2 x 20 rays: two programs of the interpreter's 32-ray blocks, so the short grid skips 8 rays.
     s = make_scene(seed=3, batch=2, rays=20, n=6, n_f=4, plane_res=8)
     ref = render_scene(s)
     assert within(parity_errors(render_scene(s, backend), ref), "fp32")
-    if backend == "triton":
-        _skip_tail_triton(monkeypatch)
-    else:
-        monkeypatch.setenv("RTGAZE_FAST_TEST_SKIP_TAIL", "8")
+    parity_cases.skip_tail(backend, monkeypatch, rays=8)
     out = render_scene(s, backend)
     errors = parity_errors(out, ref)
     assert not errors["finite"] and not within(errors, "fp32"), errors
     # The fault is the tail alone: the rays before it were written, the last 8 were not.
-    rgb = out[0].reshape(-1, out[0].shape[-1])
-    assert bool(rgb[-8:].isnan().all()) and bool(rgb[:-8].isfinite().all())
+    assert parity_cases.unwritten_tail(out[0]) == 8
