@@ -31,6 +31,21 @@ BOUNDS = {
     "bf16": Bound(3e-2, 3e-2, 1e-1, 35.0),
 }
 
+# RTGaze end to end (rtgaze_fast.bench.bench_model): (max |image difference|, min PSNR dB) of
+# ``RTGaze.optimize()``'s images (in [-1, 1]) against the eager fp32 model's, per mode of its
+# autocast / renderer. fp32: fused renderer and channels-last convolutions, summation order only
+# (measured ~1e-6 on the tiny model, tests/test_model.py). The others are starting points, like
+# the renderer's reduced-precision bounds: tf32 (10-bit mantissa products, cuDNN's default for
+# fp32 convolutions on a GPU), fp16 (11-bit), bf16 (8-bit: measured ~1e-3 on the tiny model)
+# through ~100 layers of the base model. A wrong optimised path (a wrong kernel, a layer left
+# out) moves pixels by ~1 and fails both.
+MODEL_IMAGE_BOUNDS = {
+    "fp32": (1e-4, 0.0),
+    "tf32": (2e-2, 45.0),
+    "fp16": (5e-2, 40.0),
+    "bf16": (1e-1, 35.0),
+}
+
 
 def psnr_db(x, ref) -> float:
     """PSNR of images in [-1, 1] (peak-to-peak 2)."""
