@@ -27,6 +27,9 @@ python3 -c "import rtgaze_fast as r; print('backends on cuda:', r.available_back
 if want parity; then
   log "GPU parity"
   XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+  # A GPU machine must have both GPU backends: a missing one stops the stage (with build.log's last
+  # lines) instead of skipping its tests (tests/require.py).
+  RTGAZE_FAST_REQUIRE=cuda,triton RTGAZE_FAST_BUILD_LOG="$OUT/build.log" \
   TRITON_INTERPRET=0 RTGAZE_FAST_TRITON_AUTOTUNE=0 python3 -m pytest -q -p no:cacheprovider $XDIST tests/test_gpu_parity.py \
     --junitxml="$OUT/parity.xml" >>"$OUT/suite.log" 2>&1 || log "parity FAILED"
 fi

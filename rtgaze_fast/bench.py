@@ -2,9 +2,23 @@
 
 For each case (rays per side, samples, batch) it renders one seeded FFHQ-class scene with every
 available backend and precision mode, checks each against the eager fp32 reference (a fast
-wrong kernel is reported WRONG, not fast), times it (CUDA events on a GPU, perf_counter on a
-CPU; median and spread over repeats), and relates it to the floor: the spec's FLOPs and bytes
-over rates measured in the same run (a large matmul, a device-to-device copy).
+wrong kernel is reported WRONG, not fast), times them (CUDA events on a GPU, perf_counter on a
+CPU; median and spread over repeats, the columns interleaved within each repeat so that a
+machine's load drifts over all of them alike), and relates each to the floor.
+
+The floor of a row is the largest of three times, each the spec's work over a rate measured in
+the same run (``measure_rates``):
+
+- the decoder MLP's FLOPs at the large-matmul rate of the row's precision mode (fp32 with TF32
+  off, tf32, fp16, bf16 operands; a CPU has no TF32: its tf32 rate is the fp32 one);
+- the planes' bytes read once from memory at the copy bandwidth of a buffer far larger than
+  the caches (or the taps' bytes, if fewer);
+- every texel tap (3 planes x 4 taps x C channels per point) at the read bandwidth of a
+  cache-resident buffer.
+
+It is a roofline bound: a kernel doing the spec's work cannot beat it unless it runs faster than
+the rates measured here (e.g. taps served from registers or L1 faster than the measured cache
+rate). A row faster than its floor is flagged, not hidden.
 """
 from __future__ import annotations
 
@@ -15,14 +29,14 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import ops
 from .camera import frontal_camera, rays_from_label
 from .options import FFHQ_OPTIONS, parse_options
-from .precision import parity_errors, within
+from .precision import MODEL_IMAGE_BOUNDS, parity_errors, psnr_db, within
 from .reference.decoder import OSGDecoder
 from .reference.renderer import draw_noise, render_reference
 from .renderer import ImportanceRenderer
@@ -66,7 +80,8 @@ class Row:
     speedup_vs_compile: Optional[float] = None
     peak_mem_mib: Optional[float] = None
     floor_ms: Optional[float] = None
-    floor_fraction: Optional[float] = None
+    floor_fraction: Optional[float] = None   # floor / median: above 1 means faster than the floor (flagged)
+    floor_bound: Optional[str] = None        # which term of floor_terms sets the floor
     errors: Dict[str, float] = field(default_factory=dict)
 
 
@@ -86,22 +101,66 @@ def make_scene(case: Case, device, seed: int = 0):
             move(noise.stratified_u), move(noise.importance_u))
 
 
-def measure_rates(device: torch.device) -> Dict[str, float]:
-    """Measured device rates for the floor: fp32 matmul FLOP/s and copy bytes/s."""
+_MATMUL_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _matmul_rate(device: torch.device, precision: str) -> float:
+    """FLOP/s of a large square matmul in ``precision`` (fp32 with TF32 off; tf32 with it on, CUDA only)."""
     n = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device)
-    t_mm = _median(_time(lambda: a @ a, device, repeats=5, warmup=2))
-    buf = torch.empty(64 << 20 if device.type == "cuda" else 16 << 20, dtype=torch.float32, device=device)
-    t_cp = _median(_time(lambda: buf.clone(), device, repeats=5, warmup=2))
-    return {"matmul_fp32_flops": 2 * n ** 3 / t_mm, "copy_bytes_per_s": 2 * buf.numel() * 4 / t_cp}
+    a = torch.randn(n, n, device=device).to(_MATMUL_DTYPES[precision])
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        t = _median(_time(lambda: a @ a, device, repeats=5, warmup=2))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * n ** 3 / t
+
+
+def measure_rates(device: torch.device, precisions: Sequence[str] = ("fp32",)) -> Dict[str, float]:
+    """Device rates for the floor, measured now: ``matmul_<mode>_flops`` for fp32 and each mode of
+    ``precisions`` (on a CPU, tf32 is fp32: no TF32 there); ``copy_bytes_per_s``, read + write of a
+    buffer far larger than the caches (memory bandwidth); ``cache_bytes_per_s``, gathers of 128-byte
+    rows (a tap's 32 fp32 channels) at random from a cache-resident table (16 MiB on a GPU, inside
+    an H100/H200's 50 MB L2; 256 KiB on a CPU), summed in bags of 64 so that little is written."""
+    device = torch.device(device)
+    gpu = device.type == "cuda"
+    rates = {}
+    for p in dict.fromkeys(("fp32",) + tuple(precisions)):
+        if p == "tf32" and not gpu:
+            rates["matmul_tf32_flops"] = rates["matmul_fp32_flops"]
+        else:
+            rates[f"matmul_{p}_flops"] = _matmul_rate(device, p)
+    src = torch.ones(64 << 20 if gpu else 16 << 20, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t_cp = _median(_time(lambda: dst.copy_(src), device, repeats=5, warmup=2))
+    rates["copy_bytes_per_s"] = 2 * src.numel() * 4 / t_cp
+    del src, dst
+    rows, n = ((16 << 20) // 128, 16 << 20) if gpu else ((256 << 10) // 128, 1 << 20)
+    gen = torch.Generator().manual_seed(0)
+    table = torch.rand(rows, 32, generator=gen).to(device)
+    idx = torch.randint(0, rows, (n,), generator=gen).to(device)
+    offsets = torch.arange(0, n, 64, device=device)
+    bag = torch.nn.functional.embedding_bag
+    t_c = _median(_time(lambda: bag(idx, table, offsets, mode="sum"), device, repeats=5, warmup=2))
+    rates["cache_bytes_per_s"] = n * 128 / t_c
+    return rates
+
+
+def floor_terms(case: Case, rates: Dict[str, float], precision: str) -> Dict[str, float]:
+    """Seconds of each bound of the floor (module docstring): ``mlp``, ``dram``, ``taps``."""
+    texel_bytes = 2 if precision in ("fp16", "bf16") else 4
+    flops = case.points * MLP_FLOP_PER_POINT
+    tap_bytes = case.points * TEXELS_PER_POINT * texel_bytes
+    plane_bytes = case.batch * 3 * case.channels * case.plane_res ** 2 * texel_bytes
+    return {"mlp": flops / rates[f"matmul_{precision}_flops"],
+            "dram": min(plane_bytes, tap_bytes) / rates["copy_bytes_per_s"],
+            "taps": tap_bytes / rates["cache_bytes_per_s"]}
 
 
 def floor_seconds(case: Case, rates: Dict[str, float], precision: str) -> float:
-    """max(MLP FLOPs / matmul rate, texel bytes / copy bandwidth): the larger bounds the kernel."""
-    texel_bytes = 2 if precision in ("fp16", "bf16") else 4
-    flops = case.points * MLP_FLOP_PER_POINT
-    bytes_ = case.points * TEXELS_PER_POINT * texel_bytes
-    return max(flops / rates["matmul_fp32_flops"], bytes_ / rates["copy_bytes_per_s"])
+    """The floor: the largest of ``floor_terms`` (a kernel must pay each)."""
+    return max(floor_terms(case, rates, precision).values())
 
 
 def _sync(device: torch.device) -> None:
@@ -109,23 +168,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable, device: torch.device, repeats: int, warmup: int = 1) -> List[float]:
-    for _ in range(warmup):
+def _time_once(fn: Callable, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _time(fn: Callable, device: torch.device, repeats: int, warmup: int = 1) -> List[float]:
+    return _time_interleaved({None: fn}, device, repeats, warmup)[None]
+
+
+def _time_interleaved(fns: Dict[object, Callable], device: torch.device, repeats: int,
+                      warmup: int = 1) -> Dict[object, List[float]]:
+    """Seconds per call of each function, ``repeats`` rounds that each call every function once in
+    turn (a, b, c, a, b, c, ...): drift in the machine's load spreads over all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    out = []
+    out = {key: [] for key in fns}
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
+        for key, fn in fns.items():
+            out[key].append(_time_once(fn, device))
     return out
 
 
@@ -174,51 +245,55 @@ def bench_case(case: Case, device: torch.device, rates: Dict[str, float], backen
         r = ImportanceRenderer(backend=backend, precision=precision)
         return lambda: r(planes, dec, o, d, opts, stratified_u=su, importance_u=iu)
 
-    rows: List[Row] = []
+    columns = [("torch", "fp32", reference)]
+    if compile_reference:
+        mode = "max-autotune" if device.type == "cuda" else None
+        columns.append(("torch.compile", "fp32", torch.compile(reference, mode=mode)))
+    columns += [(b, p, renderer_fn(b, p)) for b, p in fused_columns(device, backends, precisions)]
+    rows: Dict[tuple, Row] = {}
+    timed: Dict[tuple, Callable] = {}
     with torch.no_grad():
         say(f"{case.name}: eager reference")
         ref = reference()
-        eager = _timed_row(case, "torch", "fp32", reference, ref, device, rates, repeats)
-        rows.append(eager)
-        compiled = None
-        if compile_reference:
-            say(f"{case.name}: torch.compile(reference) (compiling)")
-            mode = "max-autotune" if device.type == "cuda" else None
+        # Each column's first call (compilation, autotuning) is checked against the reference and
+        # gives its peak memory; only the correct ones are timed, all together.
+        for backend, precision, fn in columns:
+            say(f"{case.name}: {backend} {precision}" + (" (compiling)" if backend == "torch.compile" else ""))
+            key = (backend, precision)
             try:
-                cfn = torch.compile(reference, mode=mode)
-                compiled = _timed_row(case, "torch.compile", "fp32", cfn, ref, device, rates, repeats)
-            except Exception as e:  # a compile failure is a result, not a crash of the benchmark
-                compiled = Row(case.name, "torch.compile", "fp32", f"error: {type(e).__name__}: {e}"[:200])
-            rows.append(compiled)
-        for backend, precision in fused_columns(device, backends, precisions):
-            say(f"{case.name}: {backend} {precision}")
-            try:
-                fn = renderer_fn(backend, precision)
-                rows.append(_timed_row(case, backend, precision, fn, ref, device, rates, repeats))
-            except Exception as e:
-                rows.append(Row(case.name, backend, precision, f"error: {type(e).__name__}: {e}"[:200]))
-    for row in rows:
+                rows[key], ok = _checked_row(case, backend, precision, fn, ref, device, rates)
+            except Exception as e:  # a failure is a result, not a crash of the benchmark
+                rows[key], ok = Row(case.name, backend, precision, f"error: {type(e).__name__}: {e}"[:200]), False
+            if ok:
+                timed[key] = fn
+        say(f"{case.name}: timing {len(timed)} columns, {repeats} interleaved rounds")
+        for key, times in _time_interleaved(timed, device, repeats).items():
+            row = rows[key]
+            row.median_ms, row.iqr_ms = _median(times) * 1e3, _iqr(times) * 1e3
+            row.floor_fraction = row.floor_ms / row.median_ms
+    eager, compiled = rows[("torch", "fp32")], rows.get(("torch.compile", "fp32"))
+    for row in rows.values():
         if row.median_ms:
             if eager.median_ms:
                 row.speedup_vs_eager = eager.median_ms / row.median_ms
             if compiled is not None and compiled.median_ms:
                 row.speedup_vs_compile = compiled.median_ms / row.median_ms
-    return rows
+    return list(rows.values())
 
 
-def _timed_row(case, backend, precision, fn, ref, device, rates, repeats) -> Row:
+def _checked_row(case, backend, precision, fn, ref, device, rates):
+    """(row, correct): the row of one column after its first call, checked against the reference."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     out = fn()
+    _sync(device)
     errors = parity_errors(out, ref)
     if not within(errors, precision):
-        return Row(case.name, backend, precision, "WRONG", errors=errors)
-    times = _time(fn, device, repeats)
-    floor = floor_seconds(case, rates, precision)
-    med = _median(times)
+        return Row(case.name, backend, precision, "WRONG", errors=errors), False
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-    return Row(case.name, backend, precision, "ok", med * 1e3, _iqr(times) * 1e3, peak_mem_mib=peak,
-               floor_ms=floor * 1e3, floor_fraction=floor / med, errors=errors)
+    terms = floor_terms(case, rates, precision)
+    return Row(case.name, backend, precision, "ok", peak_mem_mib=peak, floor_ms=max(terms.values()) * 1e3,
+               floor_bound=max(terms, key=terms.get), errors=errors), True
 
 
 def _cpu_name() -> str:
@@ -264,6 +339,10 @@ def format_table(rows: Sequence[Row]) -> str:
                      f"{fmt(r.errors.get('rgb'), '10.2e')}")
         if r.status not in ("ok", "WRONG") and len(r.status) > 7:
             lines.append(f"    {r.status}")
+    fast = [r for r in rows if r.floor_fraction is not None and r.floor_fraction > 1]
+    if fast:
+        lines.append("faster than the floor (a rate measured in this run is below what the kernel reaches, see "
+                     "rtgaze_fast.bench): " + ", ".join(f"{r.backend} {r.precision} ({r.floor_bound})" for r in fast))
     return "\n".join(lines)
 
 
@@ -296,7 +375,7 @@ def run(cases: Sequence[Case], device="cpu", backends=None, precisions=("fp32", 
         plot_path: Optional[str] = None, extra: Optional[dict] = None, progress=None) -> dict:
     """Benchmark every case; print nothing, return (and optionally write) the results dict."""
     device = torch.device(device)
-    rates = measure_rates(device)
+    rates = measure_rates(device, [p for _, p in fused_columns(device, backends, precisions)])
     rows: List[Row] = []
     for case in cases:
         rows += bench_case(case, device, rates, backends, precisions, repeats, compile_reference, progress)
@@ -313,10 +392,23 @@ def run(cases: Sequence[Case], device="cpu", backends=None, precisions=("fp32", 
     return result
 
 
+def model_image_bound(precision: str, renderer_precision: str = "fp32", device="cpu") -> Tuple[float, float]:
+    """(max |image difference|, min PSNR dB) the optimised model must keep from the eager one: the
+    looser of its autocast mode's and its renderer mode's bound (``precision.MODEL_IMAGE_BOUNDS``);
+    on a GPU an fp32 model runs its convolutions in TF32 (cuDNN's default), so at least 'tf32'."""
+    modes = [precision, renderer_precision]
+    if torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32:
+        modes.append("tf32")
+    bounds = [MODEL_IMAGE_BOUNDS[m] for m in modes]
+    return max(b[0] for b in bounds), min(b[1] for b in bounds)
+
+
 def bench_model(config: str = "tiny", device="cpu", batch: int = 1, repeats: int = 5,
                 optimize_kw: Optional[dict] = None, progress=None) -> dict:
     """End-to-end RTGaze: the eager reference model vs ``RTGaze.optimize(**optimize_kw)`` with the
-    same (seeded random) weights; median latency, per-stage breakdown, and the output difference."""
+    same (seeded random) weights; median latency (the two interleaved), per-stage breakdown, and
+    the output difference, gated: beyond ``model_image_bound`` the optimised model is reported
+    ``WRONG`` and not timed (no speedup for a wrong model)."""
     from .model import STAGES, RTGaze
     say = progress or (lambda s: None)
     device = torch.device(device)
@@ -326,24 +418,31 @@ def bench_model(config: str = "tiny", device="cpu", batch: int = 1, repeats: int
     fast.load_state_dict(eager.state_dict())
     kw = dict(optimize_kw or {})
     fast.optimize(**kw)
+    mode = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[fast._amp_dtype]
+    atol, min_psnr = model_image_bound(mode, kw.get("renderer_precision", "fp32"), device)
     gen = torch.Generator().manual_seed(1)
     size = eager.config.image_size
     x = (torch.rand(batch, 3, size, size, generator=gen) * 2 - 1).to(device)
     g = (torch.rand(batch, 2, generator=gen) - 0.5).to(device)
-    result = {"config": config, "batch": batch, "optimize": kw, "stages": list(STAGES)}
+    result = {"config": config, "batch": batch, "optimize": kw, "stages": list(STAGES), "precision": mode,
+              "image_atol": atol, "image_min_psnr_db": min_psnr}
     with torch.no_grad():
-        for name, model in (("eager", eager), ("optimized", fast)):
-            say(f"RTGaze-{config} {name}")
-            out = model(x, g)
-            times = _time(lambda: model(x, g), device, repeats)
+        say(f"RTGaze-{config} eager and optimized: first calls, checked")
+        images = {name: model(x, g)["image"] for name, model in (("eager", eager), ("optimized", fast))}
+        diff = float((images["eager"].float() - images["optimized"].float()).abs().max())
+        psnr = psnr_db(images["optimized"], images["eager"])
+        result["max_abs_image_diff"], result["image_psnr_db"] = diff, psnr
+        ok = diff <= atol and psnr >= min_psnr   # NaN fails both
+        result["status"] = "ok" if ok else "WRONG"
+        models = {"eager": eager, "optimized": fast} if ok else {"eager": eager}
+        say(f"RTGaze-{config}: timing {' and '.join(models)}, {repeats} interleaved rounds")
+        times = _time_interleaved({name: (lambda m=m: m(x, g)) for name, m in models.items()}, device, repeats)
+        for name, model in models.items():
             with model.time_stages() as st:
                 model(x, g)
-            result[name] = {"median_ms": _median(times) * 1e3, "iqr_ms": _iqr(times) * 1e3,
+            result[name] = {"median_ms": _median(times[name]) * 1e3, "iqr_ms": _iqr(times[name]) * 1e3,
                             "stages_ms": {k: st.get(k, 0.0) * 1e3 for k in STAGES}}
-            result[name + "_image"] = out["image"]
-    diff = (result.pop("eager_image") - result.pop("optimized_image")).abs().max()
-    result["max_abs_image_diff"] = float(diff)
-    result["speedup"] = result["eager"]["median_ms"] / result["optimized"]["median_ms"]
+    result["speedup"] = result["eager"]["median_ms"] / result["optimized"]["median_ms"] if ok else None
     result["parameters"] = sum(p.numel() for p in eager.parameters())
     return result
 
@@ -352,10 +451,22 @@ def format_model(r: dict) -> str:
     head = f"{'RTGaze-' + r['config']:<16} {'total ms':>9} " + " ".join(f"{s:>9}" for s in r["stages"])
     lines = [head, "-" * len(head)]
     for name in ("eager", "optimized"):
-        e = r[name]
+        e = r.get(name)
+        if e is None:
+            lines.append(f"{name:<16} {'WRONG: not timed':>9}")
+            continue
         lines.append(f"{name:<16} {e['median_ms']:9.2f} " + " ".join(f"{e['stages_ms'][s]:9.2f}" for s in r["stages"]))
-    lines.append(f"speedup {r['speedup']:.2f}x, max |image difference| {r['max_abs_image_diff']:.2e}, "
-                 f"{r['parameters'] / 1e6:.1f} M parameters, optimize({r['optimize']})")
+    bound = f"bound {r['image_atol']:.0e}"
+    if r["image_min_psnr_db"]:
+        bound += f", PSNR >= {r['image_min_psnr_db']:g} dB"
+    check = (f"max |image difference| {r['max_abs_image_diff']:.2e}, PSNR {r['image_psnr_db']:.1f} dB ({bound}, "
+             f"{r['precision']})")
+    if r["status"] != "ok":
+        lines.append(f"WRONG: the optimised model is outside its bound: {check}; "
+                     f"{r['parameters'] / 1e6:.1f} M parameters, optimize({r['optimize']})")
+    else:
+        lines.append(f"speedup {r['speedup']:.2f}x, {check}, {r['parameters'] / 1e6:.1f} M parameters, "
+                     f"optimize({r['optimize']})")
     return "\n".join(lines)
 
 
@@ -418,7 +529,12 @@ def main(argv=None) -> int:
         print(format_model(extra["model"]))
     plot_note = f" and {os.path.join(args.out, 'bench.png')}" if cases else ""
     print(f"wrote {os.path.join(args.out, 'bench.json')}{plot_note}")
-    return 0
+    wrong = [f"{r['case']} {r['backend']} {r['precision']}" for r in result["rows"] if r["status"] == "WRONG"]
+    if extra and extra["model"]["status"] == "WRONG":
+        wrong.append(f"RTGaze-{model} optimize()")
+    if wrong:
+        print(f"WRONG (outside their bounds, not timed): {'; '.join(wrong)}")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

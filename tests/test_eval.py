@@ -94,3 +94,100 @@ def test_shipped_weights_beat_the_identity_baseline_on_gaze_and_eye_region_error
     assert m["eye_psnr"] > i["eye_psnr"] + 0.75
     assert m["novel_psnr"] > i["novel_psnr"] + 2
     assert m["psnr"] > 20   # a face, not noise (the step-345 model of the first recipe: 14.6)
+
+
+# ---------------------------------------------------------------- evaluate() against hand computations
+
+def _ssim_by_hand(x, y, data_range=2.0):
+    """SSIM from its definition (Wang et al. 2004): an 11x11 Gaussian window (sigma 1.5) at every
+    pixel, the image reflected at its borders, C1 = (0.01 L)^2, C2 = (0.03 L)^2, mean over pixels
+    and channels; float64, one window at a time."""
+    import numpy as np
+    pad = ((0, 0), (5, 5), (5, 5))
+    x, y = np.pad(x.double().numpy(), pad, mode="reflect"), np.pad(y.double().numpy(), pad, mode="reflect")
+    g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    vals = []
+    for c in range(x.shape[0]):
+        for i in range(x.shape[1] - 10):
+            for j in range(x.shape[2] - 10):
+                a, b = x[c, i:i + 11, j:j + 11], y[c, i:i + 11, j:j + 11]
+                ma, mb = (w * a).sum(), (w * b).sum()
+                va, vb, cov = (w * a * a).sum() - ma ** 2, (w * b * b).sum() - mb ** 2, (w * a * b).sum() - ma * mb
+                vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_against_hand_computed_values():
+    # Two flat images: only the luminance term is left, (2ab + C1) / (a^2 + b^2 + C1) with C1 = 0.02^2.
+    a, b = torch.full((3, 16, 16), 0.5), torch.full((3, 16, 16), 0.2)
+    assert ssim(a, b) == pytest.approx((2 * 0.5 * 0.2 + 4e-4) / (0.5 ** 2 + 0.2 ** 2 + 4e-4), abs=1e-5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 20, 20, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(3, 20, 20, generator=g)).clamp(-1, 1)
+    assert ssim(y, x) == pytest.approx(_ssim_by_hand(y, x), abs=1e-5)
+
+
+class _Truth(torch.nn.Module):
+    """A stub model whose redirect returns the generator's ground truth for the requested gaze and
+    camera (the held-out item it was asked about) plus a per-item offset."""
+
+    def __init__(self, config, ds, offsets):
+        super().__init__()
+        self.config, self.ds, self.offsets = config, ds, offsets
+        self.weight = torch.nn.Parameter(torch.zeros(1))   # evaluate() reads the device from the parameters
+
+    def redirect(self, image, gaze, camera):
+        from rtgaze_fast.data.synthetic import render
+        for i in range(len(self.ds)):
+            lab = self.ds.sample_labels(i)
+            if torch.equal(lab["gaze_target"], gaze[0]) and any(torch.equal(lab[k], camera[0])
+                                                                 for k in ("camera", "camera_novel")):
+                truth = render(self.ds.identity(i), camera[0], gaze[0], self.ds.target_resolution,
+                               self.ds.supersample)["image"]
+                return (truth + self.offsets[i])[None]
+        raise AssertionError("asked about a pair the held-out set does not have")
+
+
+def _truth_model(n, offsets, image_size=32, output_size=32):
+    """The stub on held-out pairs at a small size (cheap renders): what evaluate() reads of a config."""
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(name="stub", image_size=image_size, output_size=output_size, ray_res=8)
+    return _Truth(cfg, dataset_for(cfg, 1, 5, split="test", samples_per_identity=n), offsets)
+
+
+def test_evaluate_averages_match_a_hand_computation():
+    """Three held-out pairs; the stub is off by a known constant per pair, so its per-pair scores are
+    known in closed form (PSNR 10 log10(4 / c^2), eye L1 c); the identity baseline's by hand from
+    the items. The averages must be the plain means over the pairs."""
+    from torch.nn import functional as F
+    offsets = [0.05, 0.1, 0.4]     # mean != median, so an average of the wrong kind shows
+    stub = _truth_model(3, offsets)
+    result = evaluate(stub, n_identities=1, samples_per_identity=3, seed=5, estimate=False, progress=False)
+    assert result["n"] == 3 and len(result["per_sample"]) == 3
+    psnr_c = [10 * math.log10(4 / c ** 2) for c in offsets]
+    m = result["model"]
+    for key in ("psnr", "eye_psnr", "novel_psnr"):
+        assert m[key] == pytest.approx(sum(psnr_c) / 3, abs=1e-3), key
+    assert m["eye_l1"] == pytest.approx(sum(offsets) / 3, abs=1e-5)
+    psnrs, l1s = [], []
+    for item in (stub.ds[i] for i in range(3)):
+        same = F.interpolate(item["image"][None], size=stub.config.output_size, mode="area")[0]
+        err = same - item["target"]
+        psnrs.append(10 * math.log10(4 / float((err ** 2).mean())))
+        inside = item["eye_mask"][0] > 0.5
+        l1s.append(float(err.abs().mean(0)[inside].mean()))
+    assert result["identity"]["psnr"] == pytest.approx(sum(psnrs) / 3, rel=1e-5)
+    assert result["identity"]["eye_l1"] == pytest.approx(sum(l1s) / 3, rel=1e-5)
+
+
+def test_evaluate_scores_the_ground_truth_as_perfect():
+    """A model that returns the truth: gaze error ~0 at both cameras (the estimator reads the
+    generator's own render), exact image scores."""
+    result = evaluate(_truth_model(1, [0.0]), n_identities=1, samples_per_identity=1, seed=5, progress=False)
+    m = result["model"]
+    assert m["gaze_error_deg"] < 1.0 and m["novel_gaze_error_deg"] < 1.0, m
+    assert m["eye_l1"] == 0.0 and m["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert m["psnr"] == pytest.approx(10 * math.log10(4 / 1e-12))   # evaluation.psnr's floor on the error
+    assert result["identity"]["gaze_error_deg"] > 5   # the same pair is far from perfect unchanged

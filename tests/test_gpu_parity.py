@@ -1,10 +1,17 @@
-"""GPU parity of the fused backends (cuda, triton) in every precision mode; skipped without CUDA.
+"""GPU parity of the fused backends (cuda, triton) in every precision mode; skipped without CUDA
+(benchmarks/gpu_suite.sh sets RTGAZE_FAST_REQUIRE=cuda,triton: there a missing backend stops the
+run instead).
 
 The CPU suites prove the same kernels' arithmetic under the interpreter / CPU build; this file
-is what benchmarks/gpu_suite.sh runs first on a GPU machine. Inputs are random scenes, noise is
-injected identically into both paths, outputs are NaN-poisoned (conftest), bounds come from
-rtgaze_fast.precision.
+is what benchmarks/gpu_suite.sh runs first on a GPU machine. Inputs are random scenes (box_warp
+!= 1 and a non-EG3D decoder size among them), EG3D's golden files, and the cases of
+tests/parity_cases.py (the renderer's own noise, non-contiguous importance_u, auto limits with
+rays that miss the box, fixed limits with box_warp != 1); outputs are NaN-poisoned (conftest),
+and a kernel made to skip its tail must fail; bounds come from rtgaze_fast.precision.
 """
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,6 +21,8 @@ from rtgaze_fast.reference.decoder import folded_decoder_weights
 from rtgaze_fast.reference.marcher import march_unclamped
 from rtgaze_fast.reference.sampling import importance_depths
 from rtgaze_fast.reference.triplane import sample_decode_folded
+import parity_cases
+import rtgaze_fast as rf
 from scenes import make_scene, render_scene
 
 pytestmark = pytest.mark.gpu
@@ -28,6 +37,9 @@ SCENES = [
     dict(seed=3, res=8, n=17, n_f=0, plane_res=32, options=dict(white_back=True)),
     dict(seed=4, res=8, n=32, n_f=32, plane_res=32, options=dict(disparity_space_sampling=True)),
     dict(seed=5, res=8, n=16, n_f=16, plane_res=32, options=dict(ray_start="auto", ray_end="auto")),
+    dict(seed=6, batch=2, res=8, n=24, n_f=24, plane_res=32, options=dict(box_warp=1.3, ray_start=1.9, ray_end=3.6)),
+    dict(seed=8, res=8, n=16, n_f=16, plane_res=32, options=dict(ray_start="auto", ray_end="auto", box_warp=0.8)),
+    dict(seed=9, batch=2, res=8, n=20, n_f=12, plane_res=32, channels=16, hidden=24, out_dim=3),
 ]
 
 
@@ -41,6 +53,8 @@ def to_gpu(scene):
 
 
 MODES = [(b, p) for b in GPU_BACKENDS for p in ops.BACKEND_PRECISIONS[b]]
+# Read here, loaded in the test (test_reference needs safetensors, which a --no-deps install may lack).
+GOLDEN_CASES = json.loads((Path(__file__).parent / "golden" / "cases.json").read_text())["cases"]
 
 
 @pytest.mark.parametrize("backend, precision", MODES)
@@ -85,3 +99,55 @@ def test_march_and_importance_parity(backend):
     u = torch.sort(torch.rand(b, r, 16, device=DEV, generator=g), -1).values
     fine = ops.get_op("importance", backend)(depths, ref[2].squeeze(-1), u)
     assert torch.allclose(fine, importance_depths(depths, ref[2].squeeze(-1), u), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_golden_parity(name, backend):
+    """EG3D's own recorded outputs (tests/golden) at the fp32 bounds; the density-noise case is refused."""
+    from test_reference import Golden, assert_matches_eg3d
+    g = Golden(name)
+    args = [g.planes.to(DEV), g.decoder.to(DEV), g["ray_origins"].to(DEV), g["ray_directions"].to(DEV), g.options]
+    iu = g.get("importance_u")
+    noise = dict(stratified_u=g["stratified_u"].to(DEV), importance_u=None if iu is None else iu.to(DEV))
+    r = rf.ImportanceRenderer(backend=backend)
+    with torch.no_grad():
+        if g.opts.density_noise > 0:
+            with pytest.raises(ValueError, match="density_noise"):
+                r(*args, **noise)
+            return
+        out = [t.cpu() for t in r(*args, **noise)]
+    assert_matches_eg3d(*out, g)
+    errors = parity_errors(out, (g["rgb"], g["depth"], g["weights_sum"]))
+    assert within(errors, "fp32"), errors
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("name", parity_cases.CASES)
+def test_parity_cases(name, backend):
+    out, ref = parity_cases.render_pair(name, backend, DEV)
+    errors = parity_errors(out, ref)
+    assert within(errors, "fp32"), errors
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("b, r", parity_cases.ZERO_SHAPES)
+@pytest.mark.parametrize("family", ops.FORWARD_FAMILIES)
+def test_zero_rays_at_the_op_level(family, b, r, backend):
+    args, shapes = parity_cases.zero_ray_call(family, b, r, DEV)
+    out = ops.get_op(family, backend)(*args)
+    out = out if isinstance(out, tuple) else (out,)
+    torch.cuda.synchronize()
+    assert [tuple(t.shape) for t in out] == shapes and all(t.device.type == "cuda" for t in out)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_a_kernel_leaving_its_tail_unwritten_fails_parity(backend, monkeypatch):
+    scene = to_gpu(make_scene(seed=3, batch=2, rays=20, n=6, n_f=4, plane_res=8))
+    ref = render_scene(scene, "torch")
+    assert within(parity_errors(render_scene(scene, backend), ref), "fp32")
+    parity_cases.skip_tail(backend, monkeypatch, rays=8)
+    out = render_scene(scene, backend)
+    errors = parity_errors(out, ref)
+    assert not errors["finite"] and not within(errors, "fp32"), errors
+    assert parity_cases.unwritten_tail(out[0].cpu()) >= 1

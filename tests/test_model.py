@@ -140,3 +140,54 @@ def test_optimize_refuses_bad_options():
         tiny().optimize(precision="fp8")
     with pytest.raises(ValueError, match="cuda_graphs"):
         tiny().optimize(cuda_graphs=True)
+
+
+# ---------------------------------------------------------------- the shipped weights redirect the gaze
+
+# Requested head-frame gazes (pitch, yaw), radians: up / down / to each side by 0.3 from straight ahead.
+REQUESTS = {"ahead": (0.0, 0.0), "up": (0.3, 0.0), "down": (-0.3, 0.0), "yaw+": (0.0, 0.3), "yaw-": (0.0, -0.3)}
+
+
+@pytest.fixture(scope="module")
+def shipped_redirects():
+    """One held-out synthetic face redirected by the embedded tiny weights to each of REQUESTS."""
+    from rtgaze_fast.cli import default_weights, load_weights
+    from rtgaze_fast.train.recipe import dataset_for
+    model = RTGaze("tiny", deterministic=True)
+    load_weights(model, default_weights("tiny"))
+    model = model.float().eval()
+    ds = dataset_for(model.config, 1, 0, split="test", samples_per_identity=1)
+    item = ds[0]
+    with torch.no_grad():
+        out = {k: model.redirect(item["image"][None], torch.tensor([g]), item["camera"][None])[0]
+               for k, g in REQUESTS.items()}
+    return item, ds.identity(0), out
+
+
+def test_shipped_weights_move_the_gaze_the_requested_way(shipped_redirects):
+    """The gaze read off each redirected image (the analytic estimator of the synthetic data) moves
+    from the straight-ahead request's toward each requested direction by at least a third of the
+    0.3 rad asked. Measured at commit time: 0.22-0.39 rad. (The estimator compares at the blurs of
+    the model's 64x64 output, 1 and 2 px: its default also tries 0 and 3, which read the same
+    gazes here at 2.5x the cost.)"""
+    from rtgaze_fast.data.synthetic import estimate_gaze
+    item, identity, out = shipped_redirects
+    est = {k: torch.tensor(estimate_gaze(img, identity, item["camera"], blur_sigmas=(1.0, 2.0)))
+           for k, img in out.items()}
+    for k in ("up", "down", "yaw+", "yaw-"):
+        asked = torch.tensor(REQUESTS[k])
+        moved = float((est[k] - est["ahead"]) @ (asked / asked.norm()))
+        assert moved > 0.1, (k, {n: tuple(round(float(x), 3) for x in v) for n, v in est.items()})
+
+
+def test_shipped_weights_change_the_eyes_more_than_the_rest(shipped_redirects):
+    """Between opposite requests the mean pixel change inside the (dilated) eye-region mask is over
+    twice that outside it. Measured at commit time: 4.1x (up/down), 4.4x (sideways)."""
+    from torch.nn import functional as F
+    item, _, out = shipped_redirects
+    eyes = F.max_pool2d(item["eye_mask"][None], 9, stride=1, padding=4)[0, 0] > 0.5   # 4 pixels of margin
+    assert 0.05 < float(eyes.float().mean()) < 0.4
+    for a, b in (("up", "down"), ("yaw+", "yaw-")):
+        change = (out[a] - out[b]).abs().mean(0)
+        inside, outside = float(change[eyes].mean()), float(change[~eyes].mean())
+        assert inside > 2 * outside, (a, b, inside, outside)

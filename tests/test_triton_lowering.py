@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("triton")
+from require import GPU_MACHINES_TRITON, ptxas_missing, skip_or_fail
+
 ROOT = Path(__file__).resolve().parents[1]
 # Hopper's largest shared-memory allocation per block (227 KB) and registers per thread.
 MAX_SHARED, MAX_REGISTERS = 227 * 1024, 255
@@ -24,27 +25,20 @@ MAX_STACK = {"sample_decode": 512, "march": 512, "importance": 512, "render": 20
 MAX_STACK_FP32_RENDER = 8192
 
 
-def _ptxas_available() -> bool:
-    try:
-        from triton.backends.nvidia.compiler import get_ptxas
-        return Path(get_ptxas(90).path).exists()
-    except Exception:
-        return False
-
-
-GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
-
-
 @pytest.fixture(scope="module", params=["pinned", "gpu-machines"])
 def rows(request, tmp_path_factory):
-    if not _ptxas_available():
-        pytest.skip("this Triton has no NVIDIA backend / ptxas")
+    # Only a missing ptxas skips (fails where RTGAZE_FAST_REQUIRE has 'ptxas'); any other error
+    # finding it is raised.
+    why = ptxas_missing()
+    if why is not None:
+        skip_or_fail("ptxas", why)
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "RTGAZE_FAST_TRITON_AUTOTUNE")}
     expected_version = None
     if request.param == "gpu-machines":
         dist = sorted(GPU_MACHINES_TRITON.glob("triton-*.dist-info"))
         if not dist:
-            pytest.skip(f"no Triton of the GPU machines under {GPU_MACHINES_TRITON} (scripts/setup_env.sh)")
+            skip_or_fail("triton-gpu", f"no Triton of the GPU machines under {GPU_MACHINES_TRITON} "
+                         "(scripts/setup_env.sh)")
         expected_version = dist[0].name[len("triton-"):-len(".dist-info")]
         env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), str(ROOT)])
     out = tmp_path_factory.mktemp("aot") / "aot.json"

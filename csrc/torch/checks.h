@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -21,6 +22,14 @@ inline Tensor new_output(at::IntArrayRef shape, const Tensor& like) {
   Tensor t = at::empty(shape, like.options().dtype(at::kFloat));
   if (poison_outputs()) t.fill_(std::numeric_limits<float>::quiet_NaN());
   return t;
+}
+
+// Fault injection, for tests/test_poison.py only: RTGAZE_FAST_TEST_SKIP_TAIL=k makes the render ops leave their
+// last k rays unwritten, so the test can show that a kernel which skips its tail fails (poisoning is on).
+inline int64_t rays_to_render(int64_t rays) {
+  const char* v = std::getenv("RTGAZE_FAST_TEST_SKIP_TAIL");
+  const int64_t skip = v == nullptr ? 0 : std::max<int64_t>(0, std::atoll(v));
+  return std::max<int64_t>(0, rays - skip);
 }
 
 inline void check_input(const Tensor& t, const char* name, int64_t dim, c10::DeviceType device = c10::kCPU,

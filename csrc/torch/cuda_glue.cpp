@@ -191,7 +191,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
   p.end = ray_end.data_ptr<float>();
   p.su = stratified_u.data_ptr<float>();
   p.iu = importance_u.data_ptr<float>();
-  p.rays = B * R;
+  p.rays = rays_to_render(B * R);
   p.R = R;
   p.N = static_cast<int>(N);
   p.Nf = static_cast<int>(Nf);

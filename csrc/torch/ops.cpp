@@ -179,7 +179,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   a.wsum = wsum.data_ptr<float>();
   a.range = range.data_ptr<float>();
   const auto& k = rtgaze::cpu_kernels();
-  at::parallel_for(0, B * R, 16, [&](int64_t b, int64_t e) { k.render(a, b, e); });
+  at::parallel_for(0, rays_to_render(B * R), 16, [&](int64_t b, int64_t e) { k.render(a, b, e); });
   return {rgb, depth, wsum, range};
 }
 
