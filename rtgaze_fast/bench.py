@@ -36,7 +36,7 @@ import torch
 from . import ops
 from .camera import frontal_camera, rays_from_label
 from .options import FFHQ_OPTIONS, parse_options
-from .precision import MODEL_IMAGE_BOUNDS, parity_errors, psnr_db, within
+from .precision import GRAD_RTOL_FP32, MODEL_IMAGE_BOUNDS, grad_errors, parity_errors, psnr_db, within
 from .reference.decoder import OSGDecoder
 from .reference.renderer import draw_noise, render_reference
 from .renderer import ImportanceRenderer
@@ -281,6 +281,79 @@ def bench_case(case: Case, device: torch.device, rates: Dict[str, float], backen
     return list(rows.values())
 
 
+def bench_training(case: Case, device: torch.device, backends=None, repeats: int = 5,
+                   progress: Optional[Callable[[str], None]] = None) -> List[Row]:
+    """Training rows: the renderer's forward+backward (gradients to the planes and the decoder, as
+    in RTGaze training) with autograd of the eager reference and with every fused backend that
+    has a backward, fp32. Each fused backward is checked against the reference's gradients
+    first (a wrong one is reported WRONG, not timed), then all are timed interleaved. Speedups
+    are against the reference's forward+backward; no floor (the model is the forward's)."""
+    say = progress or (lambda s: None)
+    if 3 * case.eager_bytes() > 0.8 * _free_bytes(device):
+        return [Row(case.name, "torch fwd+bwd", "fp32", "skipped: autograd of the reference would not fit")]
+    planes, dec, o, d, opts, su, iu = make_scene(case, device)
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.randn(shape, generator=gen).to(device) for shape in
+               ((case.batch, case.res * case.res, dec.out_dim), (case.batch, case.res * case.res, 1))]
+
+    def fwd_bwd(backend):
+        leaf = planes.detach().requires_grad_(True)
+        rgb, depth, wsum = ImportanceRenderer(backend=backend)(leaf, dec, o, d, opts, stratified_u=su,
+                                                               importance_u=iu)
+        # depth's gradient only where the reference defines it (weights_sum > 1e-4)
+        loss = (rgb * weights[0]).sum() + (wsum * weights[1]).sum() + (depth * (wsum.detach() > 1e-4)).sum()
+        return torch.autograd.grad(loss, [leaf, *dec.parameters()])
+
+    names = ["torch"] + [b for b in (backends or ops.available_backends(device))
+                         if b != "torch" and ops.why_unavailable(b, device) is None and ops.has_backward(b)]
+    rows: Dict[str, Row] = {}
+    timed: Dict[str, Callable] = {}
+    def fwd_bwd_f64():  # the oracle's own rounding, measured where the fp32 bound is not met
+        import copy
+        from .reference.renderer import Noise
+        dec64 = copy.deepcopy(dec).cpu().double()
+        leaf = planes.detach().cpu().double().requires_grad_(True)
+        w64 = [w.cpu().double() for w in weights]
+        rgb, depth, wsum = render_reference(leaf, dec64, o.cpu().double(), d.cpu().double(), parse_options(opts),
+                                            Noise(su.cpu().double(), iu.cpu().double()))
+        loss = (rgb * w64[0]).sum() + (wsum * w64[1]).sum() + (depth * (wsum.detach() > 1e-4)).sum()
+        return torch.autograd.grad(loss, [leaf, *dec64.parameters()])
+
+    say(f"{case.name}: training, autograd of the reference")
+    ref = fwd_bwd("torch")
+    exact = None
+    for b in names:
+        label = f"{b} fwd+bwd"
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            grads = fwd_bwd(b)
+            errors = grad_errors(grads, ref) if b != "torch" else [0.0]
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+            ok, err = max(errors) <= GRAD_RTOL_FP32, {"grad_rel": max(errors)}
+            if not ok and max(errors) < float("inf"):
+                # fp32 autograd of the reference is itself off the derivative by up to ~2e-4 on some
+                # scenes: then, as flash-attention's tests do, allow twice the reference's own error
+                # (both against autograd of the reference in float64).
+                exact = exact or fwd_bwd_f64()
+                own, ours = grad_errors(ref, exact), grad_errors(grads, exact)
+                ok = all(e <= max(2 * r, GRAD_RTOL_FP32) for e, r in zip(ours, own))
+                err.update(grad_rel_f64=max(ours), reference_rel_f64=max(own))
+            rows[b] = Row(case.name, label, "fp32", "ok" if ok else "WRONG", peak_mem_mib=peak, errors=err)
+        except Exception as e:  # a failure is a result, not a crash of the benchmark
+            rows[b], ok = Row(case.name, label, "fp32", f"error: {type(e).__name__}: {e}"[:200]), False
+        if ok:
+            timed[b] = (lambda b=b: fwd_bwd(b))
+    say(f"{case.name}: timing {len(timed)} training columns, {repeats} interleaved rounds")
+    for b, times in _time_interleaved(timed, device, repeats).items():
+        rows[b].median_ms, rows[b].iqr_ms = _median(times) * 1e3, _iqr(times) * 1e3
+    eager = rows["torch"]
+    for row in rows.values():
+        if row.median_ms and eager.median_ms:
+            row.speedup_vs_eager = eager.median_ms / row.median_ms
+    return list(rows.values())
+
+
 def _checked_row(case, backend, precision, fn, ref, device, rates):
     """(row, correct): the row of one column after its first call, checked against the reference."""
     if device.type == "cuda":
@@ -327,7 +400,7 @@ def environment(device: torch.device) -> dict:
 
 def format_table(rows: Sequence[Row]) -> str:
     head = f"{'case':<20} {'backend':<14} {'mode':<5} {'status':<7} {'median ms':>10} {'iqr ms':>8} " \
-           f"{'x eager':>8} {'x compile':>9} {'peak MiB':>9} {'floor ms':>9} {'% floor':>8} {'max|drgb|':>10}"
+           f"{'x eager':>8} {'x compile':>9} {'peak MiB':>9} {'floor ms':>9} {'% floor':>8} {'max err':>10}"
     lines = [head, "-" * len(head)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
@@ -336,9 +409,12 @@ def format_table(rows: Sequence[Row]) -> str:
                      f"{fmt(r.iqr_ms, '8.3f')} {fmt(r.speedup_vs_eager, '8.1f')} {fmt(r.speedup_vs_compile, '9.1f')} "
                      f"{fmt(r.peak_mem_mib, '9.1f')} {fmt(r.floor_ms, '9.3f')} "
                      f"{fmt(None if r.floor_fraction is None else 100 * r.floor_fraction, '8.1f')} "
-                     f"{fmt(r.errors.get('rgb'), '10.2e')}")
+                     f"{fmt(r.errors.get('rgb', r.errors.get('grad_rel')), '10.2e')}")
         if r.status not in ("ok", "WRONG") and len(r.status) > 7:
             lines.append(f"    {r.status}")
+    lines.append("max err: max |rgb - reference|; on fwd+bwd rows (the renderer's forward+backward, gradients to "
+                 "the planes and decoder; 'x eager' against the reference's fwd+bwd) the largest gradient error "
+                 "relative to that gradient's largest magnitude")
     fast = [r for r in rows if r.floor_fraction is not None and r.floor_fraction > 1]
     if fast:
         lines.append("faster than the floor (a rate measured in this run is below what the kernel reaches, see "
@@ -372,13 +448,15 @@ def plot(rows: Sequence[Row], path: str, title: str) -> str:
 
 def run(cases: Sequence[Case], device="cpu", backends=None, precisions=("fp32", "tf32", "fp16", "bf16"),
         repeats: int = 5, compile_reference: bool = True, json_path: Optional[str] = None,
-        plot_path: Optional[str] = None, extra: Optional[dict] = None, progress=None) -> dict:
+        plot_path: Optional[str] = None, extra: Optional[dict] = None, progress=None, training: bool = True) -> dict:
     """Benchmark every case; print nothing, return (and optionally write) the results dict."""
     device = torch.device(device)
     rates = measure_rates(device, [p for _, p in fused_columns(device, backends, precisions)])
     rows: List[Row] = []
     for case in cases:
         rows += bench_case(case, device, rates, backends, precisions, repeats, compile_reference, progress)
+        if training:
+            rows += bench_training(case, device, backends, repeats, progress)
     result = {"environment": environment(device), "rates": rates,
               "cases": [asdict(c) for c in cases], "rows": [asdict(r) for r in rows]}
     if extra:
@@ -499,6 +577,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, choices=["tiny", "base", "none"],
                    help="also time RTGaze end to end (default: base on a GPU, tiny on a CPU)")
     p.add_argument("--no-renderer", action="store_true", help="skip the renderer table (time only the model)")
+    p.add_argument("--no-training", action="store_true",
+                   help="skip the training rows (the renderer's forward+backward, reference vs fused backwards)")
     p.add_argument("--out", default="out", help="folder for bench.json and bench.png (default out/)")
     p.add_argument("--model-gpu", action="store_true",
                    help="print the GPU performance model (rtgaze_fast.perf_model: estimates, no timing) and exit")
@@ -522,7 +602,7 @@ def main(argv=None) -> int:
                                      progress=say)
     result = run(cases, device, args.backends, args.precisions, args.repeats or (20 if gpu else 3),
                  not args.no_compile, os.path.join(args.out, "bench.json"), os.path.join(args.out, "bench.png"),
-                 extra=extra, progress=say)
+                 extra=extra, progress=say, training=not args.no_training)
     if cases:
         print(result["table"])
     if extra:

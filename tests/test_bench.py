@@ -23,8 +23,12 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys, needs_cpu_backend):
     assert "x eager" in out and "% floor" in out
     result = json.loads((tmp_path / "bench.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in result["rows"]}
-    assert set(rows) == {("torch", "fp32"), ("cpu", "fp32")}
+    assert set(rows) == {("torch", "fp32"), ("cpu", "fp32"), ("torch fwd+bwd", "fp32"), ("cpu fwd+bwd", "fp32")}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in rows.values())
+    # The training rows: the fused backward checked against autograd of the reference, then timed.
+    err = rows["cpu fwd+bwd", "fp32"]["errors"]
+    assert err["grad_rel"] <= 1e-4 or err["grad_rel_f64"] <= 2 * err["reference_rel_f64"], err
+    assert rows["cpu fwd+bwd", "fp32"]["speedup_vs_eager"] > 0 and rows["torch fwd+bwd", "fp32"]["speedup_vs_eager"] == 1
     assert rows["cpu", "fp32"]["errors"]["rgb"] <= 1e-5
     assert 0 < rows["cpu", "fp32"]["floor_fraction"]
     # The floor is a bound: the eager reference is nowhere near it.
@@ -50,6 +54,22 @@ def test_a_wrong_kernel_is_reported_wrong_not_timed(monkeypatch, needs_cpu_backe
     fused = [r for r in rows if r.backend == "cpu"]
     assert len(fused) == 1 and fused[0].status == "WRONG" and fused[0].median_ms is None
     assert fused[0].errors["rgb"] == pytest.approx(1e-3, rel=0.01)
+
+
+def test_a_wrong_backward_is_reported_wrong_not_timed(monkeypatch, needs_cpu_backend):
+    real = ops.get_op
+
+    def planes_gradient_off(family, backend):
+        op = real(family, backend)
+        if family != "render_backward":
+            return op
+        return lambda *a: (lambda g: (g[0] * 1.01,) + tuple(g[1:]))(op(*a))
+    monkeypatch.setattr(ops, "get_op", planes_gradient_off)
+    rows = bench.bench_training(bench.Case(res=8, n=8, n_f=8, plane_res=32), torch.device("cpu"), backends=["cpu"],
+                                repeats=1)
+    fused = [r for r in rows if r.backend == "cpu fwd+bwd"]
+    assert len(fused) == 1 and fused[0].status == "WRONG" and fused[0].median_ms is None
+    assert fused[0].errors["grad_rel"] == pytest.approx(1e-2, rel=0.05)
 
 
 def test_model_only_run(tmp_path, capsys, monkeypatch):
