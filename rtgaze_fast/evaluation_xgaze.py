@@ -101,7 +101,8 @@ def format_table(result: dict, estimator_meta: Optional[Dict[str, str]] = None) 
                      f"head {estimator_meta.get('held_out_head_error_deg')} deg")
         lines.append(line)
     else:
-        lines.append("no --gaze-estimator: gaze and head-pose errors not computed (train one with rtgaze-fast train-gaze)")
+        lines.append("no --gaze-estimator: gaze and head-pose errors not computed "
+                     "(train one with rtgaze-fast train-gaze)")
     return "\n".join(lines)
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -106,7 +105,8 @@ def load_estimator(path: str, device="cpu") -> Tuple[GazeEstimator, Dict[str, st
     from safetensors import safe_open
     from safetensors.torch import load_file
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"gaze estimator weights {path!r} do not exist (train them with rtgaze-fast train-gaze)")
+        raise FileNotFoundError(f"gaze estimator weights {path!r} do not exist "
+                                "(train them with rtgaze-fast train-gaze)")
     with safe_open(path, "pt") as f:
         meta = dict(f.metadata() or {})
     if meta.get("kind") != "gaze_estimator":

@@ -74,7 +74,8 @@ def test_camera_label_sees_the_canonical_head_as_the_normalised_camera_sees_the_
     assert (head_pose_of_camera(cams) - hp).abs().max() < 1e-6
     for g, cam, label in zip(rows["gaze_head"], cams, rows["face_gaze"]):
         # the package's own head -> camera conversion of the true gaze gives the stored label
-        assert (head_to_camera_gaze(torch.from_numpy(g).float(), cam) - torch.from_numpy(label).float()).abs().max() < 2e-6
+        back = head_to_camera_gaze(torch.from_numpy(g).float(), cam)
+        assert (back - torch.from_numpy(label).float()).abs().max() < 2e-6
         assert (synthetic_head_pose(cam).double() - head_pose_of_camera(cam)).abs().max() < 1e-6
     # the camera sits on FFHQ's sphere and looks at FFHQ's look-at point
     pos = cams[:, :16].reshape(-1, 4, 4)[:, :3, 3]
@@ -159,7 +160,8 @@ def test_pair_labels_are_head_frame_and_camera_comes_from_the_target(xgaze):
     assert torch.allclose(item["gaze_source"], item["gaze_target"], atol=1e-6)
     assert not torch.allclose(item["gaze_target_camera"], torch.from_numpy(ds.index.face_gaze[src]).float())
     assert torch.equal(item["camera"], camera_from_head_pose(torch.from_numpy(ds.index.head_pose[tgt])))
-    assert torch.allclose(item["gaze_target"], head_frame_gaze(ds.index.face_gaze[tgt], ds.index.head_pose[tgt]).float())
+    truth = head_frame_gaze(ds.index.face_gaze[tgt], ds.index.head_pose[tgt]).float()
+    assert torch.allclose(item["gaze_target"], truth)
 
 
 def test_eye_mask_from_the_normalised_geometry():

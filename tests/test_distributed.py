@@ -176,7 +176,8 @@ def test_synthetic_batches_split_over_processes():
     n = 8
     cache = {"image": torch.arange(n).float().reshape(n, 1, 1, 1).expand(n, 3, 2, 2).half(),
              "gaze_target": torch.randn(n, 2), "target": torch.zeros(n, 3, 2, 2).half(),
-             "novel_view": torch.ones(n, 3, 2, 2).half(), "camera": torch.zeros(n, 25), "camera_novel": torch.ones(n, 25),
+             "novel_view": torch.ones(n, 3, 2, 2).half(), "camera": torch.zeros(n, 25),
+             "camera_novel": torch.ones(n, 25),
              "depth": torch.zeros(n, 1, 1, 1), "depth_novel": torch.ones(n, 1, 1, 1),
              "eye_mask": torch.zeros(n, 1, 2, 2), "eye_mask_novel": torch.ones(n, 1, 2, 2)}
     whole = batches(cache, 4, seed=1, novel_fraction=0.5, start_step=2)

@@ -42,7 +42,6 @@ sees the same pairs.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -205,8 +204,8 @@ def eye_mask_from_head_pose(head_pose: Array, size: int) -> torch.Tensor:
     py, px = torch.meshgrid(c, c, indexing="ij")
     inside = torch.zeros(size, size, dtype=torch.bool)
     for q in quads:                                 # inside a convex quad: same side of all 4 edges
-        sides = torch.stack([(q[(k + 1) % 4, 0] - q[k, 0]) * (py - q[k, 1]) - (q[(k + 1) % 4, 1] - q[k, 1]) * (px - q[k, 0])
-                             for k in range(4)])
+        edge = q.roll(-1, 0) - q                    # corner k -> corner k + 1
+        sides = torch.stack([edge[k, 0] * (py - q[k, 1]) - edge[k, 1] * (px - q[k, 0]) for k in range(4)])
         inside |= sides.ge(0).all(0) | sides.le(0).all(0)
     return inside.float().unsqueeze(0)
 

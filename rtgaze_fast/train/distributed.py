@@ -55,13 +55,6 @@ class Dist:
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         return self.all_reduce_sum(t) / self.world if self.enabled else t
 
-    def broadcast_object(self, obj):
-        if not self.enabled:
-            return obj
-        box = [obj]
-        torch_dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def env_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
