@@ -218,13 +218,19 @@ def _train(argv):
     return main(argv)
 
 
+def _train_gaze(argv):
+    from .gaze_estimator import main
+    return main(argv)
+
+
 SUBCOMMANDS = {
     "redirect": (redirect_main, "redirect the gaze of the faces in a photo (pasted back into it)"),
     "eye-contact": (eye_contact_main, "make the face in a video look at the camera"),
     "demo": (_demo, "the main job: render the built-in scene with every backend, then benchmark"),
     "bench": (_bench, "side-by-side renderer benchmark: table, JSON and plot"),
-    "eval": (_eval, "gaze-redirection quality on held-out synthetic faces vs the identity baseline"),
-    "train": (_train, "train RTGaze on the synthetic gaze data (the embedded weights' recipe)"),
+    "eval": (_eval, "gaze-redirection quality on held-out faces (synthetic or ETH-XGaze) vs the identity baseline"),
+    "train": (_train, "train RTGaze on synthetic data or ETH-XGaze; several GPUs under torchrun"),
+    "train-gaze": (_train_gaze, "train the ResNet gaze estimator that scores redirection on real faces"),
 }
 
 

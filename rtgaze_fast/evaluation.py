@@ -138,7 +138,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-gaze", action="store_true", help="skip the gaze estimator (faster)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the results here")
+    x = p.add_argument_group("ETH-XGaze (--data ethxgaze; rtgaze_fast/evaluation_xgaze.py)")
+    x.add_argument("--data", default="synthetic", choices=("synthetic", "ethxgaze"))
+    x.add_argument("--data-dir", help="the folder holding train_test_split.json and train/")
+    x.add_argument("--split", default="val", help="'val' (the subjects `train` held out) or a labelled official split")
+    x.add_argument("--split-file")
+    x.add_argument("--val-subjects", type=int, default=5, help="as given to `train`")
+    x.add_argument("--pairs", type=int, default=200, help="held-out pairs scored")
+    x.add_argument("--gaze-estimator", help="weights from `rtgaze-fast train-gaze` (gaze and head-pose errors)")
     args = p.parse_args(argv)
+    if args.data == "ethxgaze":
+        return _eval_xgaze(args)
     if args.identities < 1 or args.samples < 1:
         raise UserError("--identities and --samples must be positive")
     weights = args.weights or default_weights(args.config)
@@ -152,6 +162,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["environment"] = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
                              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     print(format_table(result))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _eval_xgaze(args) -> int:
+    from .cli import CliError
+    from .evaluation_xgaze import run
+    if args.pairs < 1:
+        raise CliError("--pairs must be positive")
+    result = run(args)
+    result["weights"] = os.path.relpath(args.weights)
+    result["environment"] = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+                             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    print(result["table"])
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

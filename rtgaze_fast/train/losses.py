@@ -1,7 +1,7 @@
 """RTGaze's training losses: L = alpha * L_R + beta * L_D + gamma * L_P (shared/spec/rtgaze-model.md)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -9,10 +9,15 @@ from torch.nn import functional as F
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, eye_mask: Optional[torch.Tensor] = None,
-                        eye_weight: float = 1.0) -> torch.Tensor:
+                        eye_weight: float = 1.0,
+                        mask_total: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """L_R: mean L1 over the image, plus ``eye_weight`` times the mean L1 inside the eye mask.
 
-    ``eye_mask`` (B, 1, H, W) in [0, 1] at any resolution (resized to the image's).
+    ``eye_mask`` (B, 1, H, W) in [0, 1] at any resolution (resized to the image's). The eye term
+    is a ratio over the whole batch (masked error sum / mask sum); ``mask_total`` maps this batch's
+    mask sum to the normaliser to use instead. Data-parallel training passes the mean over
+    processes of the mask sums, so that the average of the processes' gradients is the gradient of
+    the whole global batch's ratio.
     """
     loss = (pred - target).abs().mean()
     if eye_mask is None or eye_weight == 0:
@@ -21,7 +26,8 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, eye_mask: Opti
     if m.shape[-2:] != pred.shape[-2:]:
         m = F.interpolate(m, size=pred.shape[-2:], mode="bilinear", align_corners=False)
     per_pixel = (pred - target).abs().mean(1, keepdim=True)
-    return loss + eye_weight * (per_pixel * m).sum() / m.sum().clamp_min(1e-6)
+    total = m.sum() if mask_total is None else mask_total(m.sum().detach())
+    return loss + eye_weight * (per_pixel * m).sum() / total.clamp_min(1e-6)
 
 
 def depth_loss(depth: torch.Tensor, teacher_depth: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -92,9 +98,10 @@ class RTGazeLoss(nn.Module):
         super().__init__()
         self.alpha, self.beta, self.gamma, self.eye_weight = alpha, beta, gamma, eye_weight
         self.perceptual = perceptual if perceptual is not None else PerceptualLoss()
+        self.mask_total: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # see reconstruction_loss
 
     def forward(self, out: dict, target: torch.Tensor, eye_mask=None, teacher_depth=None):
-        l_r = reconstruction_loss(out["image"], target, eye_mask, self.eye_weight)
+        l_r = reconstruction_loss(out["image"], target, eye_mask, self.eye_weight, self.mask_total)
         l_d = depth_loss(out["depth"], teacher_depth) if teacher_depth is not None else out["image"].new_zeros(())
         l_p = self.perceptual(out["image"], target) if self.gamma else out["image"].new_zeros(())
         total = self.alpha * l_r + self.beta * l_d + self.gamma * l_p
