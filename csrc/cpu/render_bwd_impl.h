@@ -46,10 +46,6 @@ static void sum_rows(int n_, int K, const float* coef, int coef_stride, const fl
   }
 }
 
-// The triplane sampling's backward at point p: scatter dL/dfeature (gf[C]) into the planes'
-// gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
-// return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
-// gradient). NaN coordinates scatter nothing and give a NaN dL/dp.
 // A spin lock per texel row of a shared planes gradient (GradBuffers::row_locks); rows are short
 // critical sections and two tasks rarely want the same one.
 static inline void lock_row(unsigned char* lock) {
@@ -79,6 +75,11 @@ static void scatter_row(float* gplane, int W, int C_, const long* idx, const flo
   if (lock) unlock_row(lock);
 }
 
+// The triplane sampling's backward at point p: scatter dL/dfeature (gf[C]) into the planes'
+// gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
+// return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
+// gradient). NaN coordinates scatter nothing and give a NaN dL/dp. locks_b: the batch item's row locks
+// (null: this task's own buffer).
 template <int CF>
 static void triplane_backward(const float* planes_b, float* gplanes_b, unsigned char* locks_b, int H, int W, int C_,
                               const float* p, float box_warp, int plane_set, const float* gf, float* g_p) {
