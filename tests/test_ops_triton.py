@@ -275,7 +275,7 @@ def test_every_launch_runs_on_the_planes_device(monkeypatch):
     needed to see the real thing (tests/test_gpu_parity.py)."""
     import contextlib
 
-    from rtgaze_fast.triton import _common, march, render, sample_decode
+    from rtgaze_fast.triton import _common, march, render, render_bwd, sample_decode
 
     entered = []
     inside = []
@@ -302,19 +302,21 @@ def test_every_launch_runs_on_the_planes_device(monkeypatch):
             return Checked()
         return wrap
 
-    for mod in (march, render, sample_decode):
+    for mod in (march, render, render_bwd, sample_decode):
         monkeypatch.setattr(mod, "launch_device", recorder)
         monkeypatch.setattr(mod, "wrap_triton", checked_wrap(mod.wrap_triton))
     s = make_scene(seed=3, rays=3, n=6, n_f=4, plane_res=8)
     args = _render_args(s)
     op("render")(*args)
+    b, r = s.ray_origins.shape[:2]
+    op("render_backward")(torch.randn(b, r, 32), torch.randn(b, r), torch.randn(b, r), *args)
     planes, (w1, b1, w2, b2), points = _decode_inputs(1, m=5)
     op("sample_decode")(cl(planes), w1, b1, w2, b2, points, 1.0, 0, "fp32")
     rgb, sigma, depths = _march_inputs(1, rays=3, s=6)
     op("march")(rgb, sigma, depths, False)
     op("importance")(depths, sigma.abs()[..., :-1].contiguous(), torch.rand(2, 3, 4))
-    # render, sample_decode, march, importance
-    assert entered == [torch.device("cpu")] * 4, entered
+    # render, render_backward (its two kernels, one guard), sample_decode, march, importance
+    assert entered == [torch.device("cpu")] * 5, entered
 
     cuda_entered = []
 
