@@ -54,14 +54,16 @@ def _squash(s: str) -> str:
 
 
 def launch_configs(block: str, gpu: Sequence[Tuple], interpreter_block: int) -> List[triton.Config]:
-    """Autotune configs from (block size, num_warps[, maxnreg]) tuples, the first being the
-    default: all of them on a GPU, the first alone with autotuning off, one large block under the
-    interpreter. ``python -m rtgaze_fast.triton.aot --all-configs`` compiles each for sm_90 (CI
-    does). A maxnreg of 255 matters where ptxas, left to itself, squeezes a kernel to 32
-    registers per thread and spills kilobytes (the fused renderer in fp32)."""
+    """Autotune configs from (block size, num_warps[, maxnreg[, num_stages]]) tuples, the first
+    being the default: all of them on a GPU, the first alone with autotuning off, one large block
+    under the interpreter. ``python -m rtgaze_fast.triton.aot --all-configs`` compiles each for
+    sm_90 (CI does). A maxnreg of 255 matters where ptxas, left to itself, squeezes a kernel to 32
+    registers per thread and spills kilobytes (the fused renderer in fp32); num_stages 1 turns off
+    the software pipelining of a kernel's loops (Triton's default is 3 stages)."""
     if INTERPRET:
         return [triton.Config({block: interpreter_block}, num_warps=4)]
-    return [triton.Config({block: c[0]}, num_warps=c[1], maxnreg=c[2] if len(c) > 2 else None)
+    return [triton.Config({block: c[0]}, num_warps=c[1], maxnreg=c[2] if len(c) > 2 else None,
+                          num_stages=c[3] if len(c) > 3 else 3)
             for c in (gpu if AUTOTUNE else gpu[:1])]
 
 

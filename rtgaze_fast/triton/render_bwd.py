@@ -6,7 +6,7 @@ the forward (the forward saves only its inputs: ops._register_render_autograd). 
    and each sample's colour dotted with 2 dL/drgb; the importance depths, constants of the
    backward as in EG3D; fine sample+decode; the merge order), then the march's backward on the
    merged rows (``march_backward``). Writes each sample's depth, colour coefficient and
-   dL/dsigma_raw (3 floats) to a scratch buffer, (3, 2, P, MP) fp32: 25 MB at 128x128 rays and
+   dL/dsigma_raw (3 floats) to a scratch buffer, (3, passes, P, MP) fp32: 25 MB at 128x128 rays and
    48+48 samples, the backward's only per-sample memory (the forward's own buffers are per ray).
 2. ``_decode_bwd_kernel``, persistent over work items of BLOCK_R rays x CHUNK depths of one pass:
    the decode again with its intermediates, then backwards: the decoder's two layers as tl.dot
@@ -275,22 +275,26 @@ def _points_backward(planes_ptr, gplanes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr,
 
 
 @triton.jit
-def _store_pass(scratch_ptr, r64, rmask, MP: tl.constexpr, pass_idx, P, t, coef, g_sig):
-    """One pass's per-sample (depth, colour coefficient, dL/dsigma_raw) into the (3, 2, P, MP) scratch."""
+def _store_pass(scratch_ptr, r64, rmask, MP: tl.constexpr, pass_idx, stride, P, t, coef, g_sig):
+    """One pass's per-sample (depth, colour coefficient, dL/dsigma_raw) into the (3, passes, P, MP)
+    scratch (``stride``: passes x P x MP, that of its first axis)."""
     k = tl.arange(0, MP)[None, :]
     off = (pass_idx * P + r64[:, None]) * MP + k
-    plane = 2 * P * MP
     m = rmask[:, None] & (k < MP)
     tl.store(scratch_ptr + off, t, mask=m)
-    tl.store(scratch_ptr + plane + off, coef, mask=m)
-    tl.store(scratch_ptr + 2 * plane + off, g_sig, mask=m)
+    tl.store(scratch_ptr + stride + off, coef, mask=m)
+    tl.store(scratch_ptr + 2 * stride + off, g_sig, mask=m)
 
 
-# (BLOCK_R rays, num_warps, maxnreg), compiled for sm_90 by rtgaze_fast.triton.aot (the figures:
-# benchmarks/results/triton_sm90_lowering*.json). The march kernel is the forward kernel's
-# twin (its config); one config each, so nothing to autotune.
+# (BLOCK_R rays, num_warps, maxnreg[, num_stages]), compiled for sm_90 by rtgaze_fast.triton.aot
+# (the figures: benchmarks/results/triton_sm90_lowering*.json). One config each: nothing to
+# autotune (and an autotuner would replay the atomics: reset_to_zero is set for stage 2). Stage 1
+# is the forward kernel's twin (its config). Stage 2, 1 ray x CHUNK = 16 depths a work item with
+# 8 warps, spills ~0.5 KB per thread (Triton 3.7, 48+48); 32 depths spilled 2-3 KB in every
+# mode, 16 depths with 4 warps 1.7-2 KB. Software pipelining of its loop (3 stages, Triton's
+# default) only added spills (3.5 KB vs 2 KB at 32 depths) and compile time (28 s vs 13 s).
 MARCH_BWD_CONFIGS = ((1, 8, 255),)
-DECODE_BWD_CONFIGS = ((1, 8, 255),)
+DECODE_BWD_CONFIGS = ((1, 8, 255, 1),)
 # The decode backward's persistent programs: G = min(work items, PROGRAMS_PER_SM x multiprocessors)
 # on a GPU, each looping over its items with the decoder's partial gradients in registers; two
 # under the interpreter (cheap there, and the loop runs more than once in any test with more than
@@ -300,7 +304,7 @@ INTERPRET_PROGRAMS = 2
 INTERPRET_BLOCK_R = 16
 # Stage 2 takes at most CHUNK depths of a ray per work item (BLOCK_R x CHUNK points, >= 16 for
 # tl.dot). Under the interpreter 8, so that the tests' 10-16 samples per pass span two chunks.
-CHUNK = 8 if INTERPRET else 32
+CHUNK = 8 if INTERPRET else 16
 
 
 @triton.autotune(configs=launch_configs("BLOCK_R", MARCH_BWD_CONFIGS, INTERPRET_BLOCK_R),
@@ -341,11 +345,15 @@ def _march_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_p
                                   WHITE_BACK)
         coef_c, coef_f = tl.split(tl.reshape(tl.gather(colour_coefficients(w), rank, axis=1), (BLOCK_R, MP, 2)))
         gsig_c, gsig_f = tl.split(tl.reshape(tl.gather(g_sig, rank, axis=1), (BLOCK_R, MP, 2)))
-        _store_pass(scratch_ptr, r64, rmask, MP, 1, P, t_f, tl.where(fmask, coef_f, 0.0), tl.where(fmask, gsig_f, 0.0))
+        stride = 2 * P * MP
+        _store_pass(scratch_ptr, r64, rmask, MP, 1, stride, P, t_f, tl.where(fmask, coef_f, 0.0),
+                    tl.where(fmask, gsig_f, 0.0))
     else:
         w, gsig_c = march_backward(t_c, sigma_c, cg_c, N, g_depth, g_wsum, g_white, WHITE_BACK)
         coef_c = colour_coefficients(w)
-    _store_pass(scratch_ptr, r64, rmask, MP, 0, P, t_c, tl.where(cmask, coef_c, 0.0), tl.where(cmask, gsig_c, 0.0))
+        stride = P * MP
+    _store_pass(scratch_ptr, r64, rmask, MP, 0, stride, P, t_c, tl.where(cmask, coef_c, 0.0),
+                tl.where(cmask, gsig_c, 0.0))
 
 
 @triton.autotune(configs=launch_configs("BLOCK_R", DECODE_BWD_CONFIGS, INTERPRET_BLOCK_R),
@@ -374,7 +382,7 @@ def _decode_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_
     acc_b2 = tl.zeros((OP,), dtype=tl.float32)
     acc_b2s = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
     o = tl.arange(0, OP)
-    plane = 2 * P * MP
+    stride = PASSES * P * MP
     for it in range(0, iters):
         item = pid + it * nprog
         row_idx = item // blocks  # pass * NCHUNK + chunk
@@ -386,8 +394,8 @@ def _decode_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_
         smask = rmask[:, None] & (k < tl.where(pass_idx == 0, N, NF))
         off = (pass_idx * P + r64[:, None]) * MP + k
         t = tl.load(scratch_ptr + off, mask=smask, other=0.0)
-        coef = tl.load(scratch_ptr + plane + off, mask=smask, other=0.0)
-        g_sig = tl.load(scratch_ptr + 2 * plane + off, mask=smask, other=0.0)
+        coef = tl.load(scratch_ptr + stride + off, mask=smask, other=0.0)
+        g_sig = tl.load(scratch_ptr + 2 * stride + off, mask=smask, other=0.0)
         g2 = 2.0 * tl.load(grgb_ptr + r64[:, None] * O + o[None, :], mask=rmask[:, None] & (o < O)[None, :],
                            other=0.0)
         ox = tl.load(o_ptr + r64 * 3, mask=rmask, other=0.0)
@@ -469,7 +477,10 @@ def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tens
     partial = torch.zeros((G, width), dtype=torch.float32, device=dev)
     if P:
         # Per sample and pass: depth, colour coefficient, dL/dsigma_raw (stage 1 -> stage 2).
-        scratch = ops.new_output((3, 2, P, MP), ray_origins)
+        if 3 * passes * P * MP > 2 ** 31 - 1:
+            raise ValueError(f"{P} rays x {passes} x {MP} samples: the backward's scratch has more elements than "
+                             "the kernels index (2**31-1); render fewer rays per call")
+        scratch = ops.new_output((3, passes, P, MP), ray_origins)
         chunk = min(MP, CHUNK)
         g_rays = ops.new_output((passes * (MP // chunk), P, 6), ray_origins)
         common = dict(CP=cp, HD=hdp, OP=op, PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee, MP=MP)
