@@ -18,6 +18,11 @@ from tolerances import FP16_MIN_PSNR_DB, FP16_RGB_ATOL, FP32_DEPTH_ATOL, FP32_RG
 if ops.why_unavailable("triton", "cpu") is not None:
     pytest.skip(f"triton unavailable: {ops.why_unavailable('triton', 'cpu')}", allow_module_level=True)
 
+import triton  # noqa: E402  (after the skip: triton is present)
+import triton.language as tl  # noqa: E402
+
+from rtgaze_fast.triton.render import _merge_order  # noqa: E402
+
 PLANE_SETS = ("eg3d", "corrected")
 INTERPRETED = True  # this module runs on CPU tensors, hence always in the interpreter
 BF16_SKIP = "bf16 arithmetic does not work in Triton's interpreter (it computes on the raw bits); GPU only"
@@ -207,3 +212,122 @@ def test_schemas_are_the_registry_s():
     for family, schema in ops.SCHEMAS.items():
         got = str(op(family).default._schema).split("(", 1)[1].replace("SymInt", "int")
         assert got.replace(" ", "") == schema.split("(", 1)[1].replace(" ", ""), family
+
+
+# NaN in the planes or the rays: the merge's ranks stay a permutation (render._merge_order). Before
+# the fix every NaN depth ranked 0 and the merge gathered from column ~2300 of a 128-wide row at
+# 48+48 samples (the interpreter raised IndexError; a GPU reads out of bounds).
+@pytest.mark.parametrize("where", ["planes", "ray"])
+def test_render_with_nan_keeps_the_merge_in_range(where):
+    s = make_scene(seed=31, rays=4, n=48, n_f=48, plane_res=8)
+    if where == "planes":
+        s.planes[:] = float("nan")
+    else:
+        s.ray_origins[0, 1] = float("nan")
+    ref = render_scene(s)
+    out = render_scene(s, "triton")
+    nan_rays = torch.ones(4, dtype=torch.bool) if where == "planes" else torch.arange(4) == 1
+    for o, r in zip(out, ref):  # NaN in, NaN out, where the reference has NaN
+        assert bool(o[0, nan_rays].isnan().all()) or o is out[1], (o, r)
+    rgb, _, wsum = out
+    assert bool(wsum[0, nan_rays].isnan().all()) and bool(rgb[0, nan_rays].isnan().all())
+    if where == "ray":  # the other rays are rendered as usual
+        keep = ~nan_rays
+        torch.testing.assert_close(rgb[0, keep], ref[0][0, keep], atol=FP32_RGB_ATOL, rtol=0)
+        torch.testing.assert_close(wsum[0, keep], ref[2][0, keep], atol=FP32_WSUM_ATOL, rtol=0)
+
+
+@triton.jit
+def _merge_order_kernel(t_ptr, v_ptr, rank_ptr, src_ptr, M: tl.constexpr):
+    row = tl.program_id(0)
+    k = tl.arange(0, M)[None, :]
+    t = tl.load(t_ptr + row * M + k)
+    valid = tl.load(v_ptr + row * M + k) != 0
+    rank, src = _merge_order(t, valid)
+    tl.store(rank_ptr + row * M + k, rank)
+    tl.store(src_ptr + row * M + k, src)
+
+
+def test_merge_order_is_a_permutation_with_nan():
+    """_merge_order on its own: NaN, +-inf, ties and invalid columns; ranks are a permutation,
+    valid columns first, NaN after every number, ties by column."""
+    nan, inf = float("nan"), float("inf")
+    t = torch.tensor([[3.0, nan, 1.0, nan, 2.0, 1.0, -inf, inf],
+                      [nan, nan, nan, nan, nan, nan, nan, nan]])
+    valid = torch.tensor([[1, 1, 1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.int32)
+    rank = torch.empty(2, 8, dtype=torch.int32)
+    src = torch.empty(2, 8, dtype=torch.int32)
+    _merge_order_kernel[(2,)](t, valid, rank, src, M=8)
+    for i in range(2):
+        assert sorted(rank[i].tolist()) == list(range(8)), rank[i]
+        assert torch.equal(src[i][rank[i].long()], torch.arange(8, dtype=torch.int32)), (rank[i], src[i])
+    # Row 0 in order: -inf (6), 1.0 (2), 1.0 (5), 3.0 (0), inf (7), NaN (1), NaN (3), then invalid 2.0 (4).
+    # Row 1: NaN, all valid but the last two.
+    assert src[0].tolist() == [6, 2, 5, 0, 7, 1, 3, 4]
+    assert src[1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_every_launch_runs_on_the_planes_device(monkeypatch):
+    """Each Triton op launches inside launch_device(<its tensors' device>) (Triton launches on the
+    current CUDA device, not the arguments'). Checked at the argument level on the CPU: the guard
+    is replaced by a recorder and every launch must happen inside it; launch_device itself must
+    enter torch.cuda.device(d) for a CUDA device (mocked: no GPU here). A GPU with two devices is
+    needed to see the real thing (tests/test_gpu_parity.py)."""
+    import contextlib
+
+    from rtgaze_fast.triton import _common, march, render, render_bwd, sample_decode
+
+    entered = []
+    inside = []
+
+    @contextlib.contextmanager
+    def recorder(device):
+        entered.append(device)
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    def checked_wrap(real):
+        def wrap(kernel):
+            launcher = real(kernel)
+
+            class Checked:
+                def __getitem__(self, grid):
+                    def run(*args, **kw):
+                        assert inside, f"{kernel} launched outside launch_device"
+                        return launcher[grid](*args, **kw)
+                    return run
+            return Checked()
+        return wrap
+
+    for mod in (march, render, render_bwd, sample_decode):
+        monkeypatch.setattr(mod, "launch_device", recorder)
+        monkeypatch.setattr(mod, "wrap_triton", checked_wrap(mod.wrap_triton))
+    s = make_scene(seed=3, rays=3, n=6, n_f=4, plane_res=8)
+    args = _render_args(s)
+    op("render")(*args)
+    b, r = s.ray_origins.shape[:2]
+    op("render_backward")(torch.randn(b, r, 32), torch.randn(b, r), torch.randn(b, r), *args)
+    planes, (w1, b1, w2, b2), points = _decode_inputs(1, m=5)
+    op("sample_decode")(cl(planes), w1, b1, w2, b2, points, 1.0, 0, "fp32")
+    rgb, sigma, depths = _march_inputs(1, rays=3, s=6)
+    op("march")(rgb, sigma, depths, False)
+    op("importance")(depths, sigma.abs()[..., :-1].contiguous(), torch.rand(2, 3, 4))
+    # render, render_backward (its two kernels, one guard), sample_decode, march, importance
+    assert entered == [torch.device("cpu")] * 5, entered
+
+    cuda_entered = []
+
+    @contextlib.contextmanager
+    def fake_cuda_device(device):
+        cuda_entered.append(device)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", fake_cuda_device)
+    with _common.launch_device(torch.device("cuda", 1)):
+        pass
+    with _common.launch_device(torch.device("cpu")):
+        pass
+    assert cuda_entered == [torch.device("cuda", 1)]

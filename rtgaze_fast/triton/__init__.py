@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import ops
-from . import march, render, sample_decode  # noqa: F401  (registration)
+from . import march, render, render_bwd, sample_decode  # noqa: F401  (registration)
 
 ops.register_fakes("triton")
 

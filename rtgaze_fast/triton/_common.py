@@ -3,6 +3,7 @@ projection, mean of planes, the decoder MLP), launch configuration, op registrat
 host-side checks every wrapper makes."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from typing import List, Sequence, Tuple
@@ -53,15 +54,28 @@ def _squash(s: str) -> str:
 
 
 def launch_configs(block: str, gpu: Sequence[Tuple], interpreter_block: int) -> List[triton.Config]:
-    """Autotune configs from (block size, num_warps[, maxnreg]) tuples, the first being the
-    default: all of them on a GPU, the first alone with autotuning off, one large block under the
-    interpreter. ``python -m rtgaze_fast.triton.aot --all-configs`` compiles each for sm_90 (CI
-    does). A maxnreg of 255 matters where ptxas, left to itself, squeezes a kernel to 32
-    registers per thread and spills kilobytes (the fused renderer in fp32)."""
+    """Autotune configs from (block size, num_warps[, maxnreg[, num_stages]]) tuples, the first
+    being the default: all of them on a GPU, the first alone with autotuning off, one large block
+    under the interpreter. ``python -m rtgaze_fast.triton.aot --all-configs`` compiles each for
+    sm_90 (CI does). A maxnreg of 255 matters where ptxas, left to itself, squeezes a kernel to 32
+    registers per thread and spills kilobytes (the fused renderer in fp32); num_stages 1 turns off
+    the software pipelining of a kernel's loops (Triton's default is 3 stages)."""
     if INTERPRET:
         return [triton.Config({block: interpreter_block}, num_warps=4)]
-    return [triton.Config({block: c[0]}, num_warps=c[1], maxnreg=c[2] if len(c) > 2 else None)
+    return [triton.Config({block: c[0]}, num_warps=c[1], maxnreg=c[2] if len(c) > 2 else None,
+                          num_stages=c[3] if len(c) > 3 else 3)
             for c in (gpu if AUTOTUNE else gpu[:1])]
+
+
+def launch_device(device: torch.device):
+    """The context every kernel launch runs in: the tensors' own CUDA device. Triton launches on
+    the current device (and its current stream), not on the arguments' device, so without this
+    a render of tensors on cuda:1 while cuda:0 is current runs on the wrong GPU (an illegal
+    address, or another device's memory). CPU tensors (the interpreter) need nothing; under
+    torch.compile, Inductor guards the device of the kernels it emits."""
+    if device.type != "cuda" or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def next_pow2(n: int, minimum: int = 1) -> int:
@@ -170,15 +184,8 @@ def bilinear_tap(planes_ptr, base, u, v, H, W, C, CP: tl.constexpr, mask):
 
 
 @triton.jit
-def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp,
-                  C, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
-                  DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
-    """sigma_raw (BLOCK,) and the colour features (BLOCK, OP) through the widened sigmoid (columns
-    past O are padding) of a block of points."""
-    scale = 2.0 / box_warp
-    qx = px * scale
-    qy = py * scale
-    qz = pz * scale
+def triplane_features(planes_ptr, b_idx, qx, qy, qz, mask, H, W, C, CP: tl.constexpr, PLANE_SET: tl.constexpr):
+    """The mean of the three planes' bilinear taps (BLOCK, CP) at the scaled points q = (2 / box_warp) p."""
     plane = H * W * C
     base = b_idx.to(tl.int64) * 3 * plane
     feat = bilinear_tap(planes_ptr, base, qx, qy, H, W, C, CP, mask)
@@ -187,17 +194,26 @@ def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, 
         feat += bilinear_tap(planes_ptr, base + 2 * plane, qz, qx, H, W, C, CP, mask)  # EG3D's ZX plane
     else:
         feat += bilinear_tap(planes_ptr, base + 2 * plane, qy, qz, H, W, C, CP, mask)
-    feat = feat / 3.0
+    return feat / 3.0
+
+
+@triton.jit
+def decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP: tl.constexpr, HD: tl.constexpr,
+                OP: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+    """The decoder's two layers on (BLOCK, CP) features: the hidden layer before the softplus
+    (BLOCK, HD), after it, sigma_raw (BLOCK,) and the colour logits (BLOCK, OP) before the
+    widened sigmoid."""
     c = tl.arange(0, CP)
     h = tl.arange(0, HD)
     o = tl.arange(0, OP)
     w1 = tl.load(w1t_ptr + c[:, None] * HD + h[None, :])
     w2 = tl.load(w2t_ptr + h[:, None] * OP + o[None, :])
     if IEEE:
-        hid = tl.dot(feat, w1, input_precision="ieee")
+        pre = tl.dot(feat, w1, input_precision="ieee")
     else:
-        hid = tl.dot(feat.to(DOT_DTYPE), w1.to(DOT_DTYPE))
-    hid = softplus(hid + tl.load(b1_ptr + h)[None, :])
+        pre = tl.dot(feat.to(DOT_DTYPE), w1.to(DOT_DTYPE))
+    pre = pre + tl.load(b1_ptr + h)[None, :]
+    hid = softplus(pre)
     if IEEE:
         out = tl.dot(hid, w2, input_precision="ieee")
     else:
@@ -205,4 +221,16 @@ def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, 
     out = out + tl.load(b2_ptr + 1 + o)[None, :]
     # The density in fp32 in every mode, from the fp32 hidden layer.
     sigma = tl.sum(hid * tl.load(w2s_ptr + h)[None, :], axis=1) + tl.load(b2_ptr)
+    return pre, hid, sigma, out
+
+
+@triton.jit
+def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp,
+                  C, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
+                  DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+    """sigma_raw (BLOCK,) and the colour features (BLOCK, OP) through the widened sigmoid (columns
+    past O are padding) of a block of points."""
+    scale = 2.0 / box_warp
+    feat = triplane_features(planes_ptr, b_idx, px * scale, py * scale, pz * scale, mask, H, W, C, CP, PLANE_SET)
+    _, _, sigma, out = decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP, HD, OP, DOT_DTYPE, IEEE)
     return sigma, widened_sigmoid(out)

@@ -37,7 +37,7 @@ def _dot(precision: str) -> Dict:
 def _kernels():
     """name -> (autotuned kernel, block parameter, its configs (block, num_warps[, maxnreg]),
     constexprs of (precision, samples per pass))."""
-    from . import march, render, sample_decode
+    from . import march, render, render_bwd, sample_decode
     return {
         "sample_decode": (sample_decode._sample_decode_kernel, "BLOCK", sample_decode.CONFIGS,
                           lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p))),
@@ -48,13 +48,19 @@ def _kernels():
         "render": (render._render_kernel, "BLOCK_R", render.CONFIGS,
                    lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
                                      HAS_FINE=True, MP=next_pow2(n, 16))),
+        "render_bwd_march": (render_bwd._march_bwd_kernel, "BLOCK_R", render_bwd.MARCH_BWD_CONFIGS,
+                             lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
+                                               HAS_FINE=True, MP=next_pow2(n, 16))),
+        "render_bwd_decode": (render_bwd._decode_bwd_kernel, "BLOCK_R", render_bwd.DECODE_BWD_CONFIGS,
+                              lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), PASSES=2, MP=next_pow2(n, 16),
+                                                CHUNK=min(next_pow2(n, 16), render_bwd.CHUNK))),
     }
 
 
 # Kernels whose arithmetic depends on the precision mode, or their shapes on the samples per
 # ray; the others are compiled once (fp32, the first sample count).
-PRECISION_DEPENDENT = ("sample_decode", "render")
-SAMPLE_DEPENDENT = ("march", "importance", "render")
+PRECISION_DEPENDENT = ("sample_decode", "render", "render_bwd_march", "render_bwd_decode")
+SAMPLE_DEPENDENT = ("march", "importance", "render", "render_bwd_march", "render_bwd_decode")
 
 
 def _signature(fn, constexprs: Dict, precision: str) -> Dict[str, str]:
@@ -91,18 +97,19 @@ def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict[str, int]:
 
 def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] = None, capability: int = 90,
                    samples: int = 48, maxnreg: Optional[int] = None) -> Dict:
-    """Compile one kernel for ``sm_<capability>`` with a (block, num_warps[, maxnreg]) config
-    (default: its default one; ``maxnreg`` overrides the config's, 0 for none) and return its
-    resource figures, or the compiler's error."""
+    """Compile one kernel for ``sm_<capability>`` with a (block, num_warps[, maxnreg[, num_stages]])
+    config (default: its default one; ``maxnreg`` overrides the config's, 0 for none) and return
+    its resource figures, or the compiler's error."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     if INTERPRET:
         raise RuntimeError("rtgaze_fast.triton.aot compiles real kernels: unset TRITON_INTERPRET")
     autotuner, block_name, configs, consts = _kernels()[name]
-    block, num_warps, *cap = config or configs[0]
-    cap = (cap[0] if cap else None) if maxnreg is None else (maxnreg or None)
+    block, num_warps, *rest = config or configs[0]
+    cap = (rest[0] if rest else None) if maxnreg is None else (maxnreg or None)
+    stages = rest[1] if len(rest) > 1 else 3  # triton.Config's default
     row = dict(kernel=name, precision=precision, samples=samples, config={block_name: block}, num_warps=num_warps,
-               maxnreg=cap)
+               maxnreg=cap, num_stages=stages)
     constexprs = dict(consts(precision, samples), **{block_name: block})
     fn = autotuner.fn
     t0 = time.perf_counter()
@@ -110,7 +117,7 @@ def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] =
         compiled = triton.compile(ASTSource(fn=fn, signature=_signature(fn, constexprs, precision),
                                             constexprs=constexprs),
                                   target=GPUTarget("cuda", capability, 32),
-                                  options=dict(num_warps=num_warps, maxnreg=cap))
+                                  options=dict(num_warps=num_warps, maxnreg=cap, num_stages=stages))
     except Exception as e:  # a compiler failure is a result: report it
         return dict(row, error=f"{type(e).__name__}: {e}".splitlines()[0])
     arch = "sm_90a" if capability == 90 else f"sm_{capability}"  # Triton targets sm_90a on Hopper
@@ -150,7 +157,7 @@ def report(kernels=None, precisions=("fp32",), all_configs: bool = False, capabi
 
 def _format(row: Dict) -> str:
     cfg = ",".join(f"{k}={v}" for k, v in row["config"].items())
-    head = (f"{row['kernel']:<14} {row['precision']:<5} N={row['samples']:<4} {cfg:<12} warps={row['num_warps']:<2} "
+    head = (f"{row['kernel']:<17} {row['precision']:<5} N={row['samples']:<4} {cfg:<12} warps={row['num_warps']:<2} "
             f"maxnreg={row['maxnreg'] or '-':<4} ")
     if "error" in row:
         return head + "FAILED " + row["error"]

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import check, launch_configs, next_pow2, register, softplus
+from ._common import check, launch_configs, launch_device, next_pow2, register, softplus
 
 
 @triton.jit
@@ -142,8 +142,9 @@ def march_triton(rgb: Tensor, sigma: Tensor, depths: Tensor, white_back: bool) -
     P = B * R
     if P:
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
-        wrap_triton(_march_kernel)[grid](rgb, sigma, depths, out, depth, w, P, S, O, WHITE_BACK=bool(white_back),
-                                         SP=next_pow2(S), OP=next_pow2(O))
+        with launch_device(rgb.device):
+            wrap_triton(_march_kernel)[grid](rgb, sigma, depths, out, depth, w, P, S, O, WHITE_BACK=bool(white_back),
+                                             SP=next_pow2(S), OP=next_pow2(O))
     return out, depth, w
 
 
@@ -163,5 +164,7 @@ def importance_triton(depths: Tensor, weights: Tensor, u: Tensor) -> Tensor:
     P = B * R
     if P and NF:
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
-        wrap_triton(_importance_kernel)[grid](depths, weights, u, out, P, N, NF, NP=next_pow2(N), FP=next_pow2(NF))
+        with launch_device(depths.device):
+            wrap_triton(_importance_kernel)[grid](depths, weights, u, out, P, N, NF, NP=next_pow2(N),
+                                                  FP=next_pow2(NF))
     return out

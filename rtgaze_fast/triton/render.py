@@ -13,7 +13,8 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import check, check_planes, decode_points, dot_mode, launch_configs, next_pow2, prepare_decoder, register
+from ._common import (check, check_planes, decode_points, dot_mode, launch_configs, launch_device, next_pow2,
+                      prepare_decoder, register)
 from .march import colour_coefficients, composite_depth, interval_weights, inverse_cdf
 
 
@@ -43,16 +44,63 @@ def _interleave(a, b):
 
 @triton.jit
 def _merge_order(t, valid):
-    """Rank of each column of (R, M) depths in the merged depth order (ties by column; invalid
-    columns after every valid one), and its inverse: the column holding each rank. Counting
-    compares, O(M^2) per ray, instead of a sort (no key packing; cheap next to the decoder)."""
-    key = tl.where(valid, t, float("inf"))
+    """Rank of each column of (R, M) depths in the merged depth order, and its inverse: the column
+    holding each rank. Counting compares, O(M^2) per ray, instead of a sort (no key packing; cheap
+    next to the decoder). The order is (class, depth, column), lexicographic, the class being 0
+    for a valid number, 1 for a valid NaN, 2 for an invalid column (depth then taken as 0): a
+    strict total order whatever the depths hold, so the ranks are a permutation of the columns by
+    construction (valid columns first, NaN after every number as torch.sort puts them, ties by
+    column) and ``src`` never gathers out of the row. (Comparing raw depths ranked every NaN
+    column 0; ``src`` then summed colliding column indices, an out-of-range tl.gather.)"""
+    number = valid & (t == t)
+    key = tl.where(number, t, 0.0)
+    late = tl.where(number, 0, tl.where(valid, 1, 2))
     col = tl.broadcast_to(tl.arange(0, t.shape[1])[None, :], t.shape)
-    before = (key[:, None, :] < key[:, :, None]) | ((key[:, None, :] == key[:, :, None]) &
-                                                      (col[:, None, :] < col[:, :, None]))
+    ka = key[:, None, :]  # the other column, along axis 2
+    kb = key[:, :, None]  # this column, along axis 1
+    la = late[:, None, :]
+    lb = late[:, :, None]
+    before = (la < lb) | ((la == lb) & ((ka < kb) | ((ka == kb) & (col[:, None, :] < col[:, :, None]))))
     rank = tl.sum(before.to(tl.int32), axis=2)
     src = tl.sum(tl.where(rank[:, :, None] == col[:, None, :], col[:, :, None], 0), axis=1)
     return rank, src
+
+
+@triton.jit
+def _ray_limits_and_coarse(o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, r, rmask, N, MP: tl.constexpr,
+                           DISPARITY: tl.constexpr):
+    """A block of rays: origins, directions (BLOCK_R,) each, near (BLOCK_R, 1) and the coarse
+    depths (BLOCK_R, MP) with their mask; padding columns get the (finite) near depth and are
+    masked out of everything."""
+    r64 = r.to(tl.int64)
+    ox = tl.load(o_ptr + r64 * 3, mask=rmask, other=0.0)
+    oy = tl.load(o_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
+    oz = tl.load(o_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
+    dx = tl.load(d_ptr + r64 * 3, mask=rmask, other=0.0)
+    dy = tl.load(d_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
+    dz = tl.load(d_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
+    near = tl.load(start_ptr + r64, mask=rmask, other=1.0)[:, None]
+    far = tl.load(end_ptr + r64, mask=rmask, other=2.0)[:, None]
+    k = tl.arange(0, MP)[None, :]
+    cmask = rmask[:, None] & (k < N)
+    u = tl.load(su_ptr + r64[:, None] * N + k, mask=cmask, other=0.0)
+    step = k.to(tl.float32) / (N - 1)
+    if DISPARITY:
+        s = step + u * (1.0 / (N - 1))
+        t_c = 1.0 / (1.0 / near * (1.0 - s) + 1.0 / far * s)
+    else:
+        t_c = near + step * (far - near) + u * ((far - near) / (N - 1))
+    return ox, oy, oz, dx, dy, dz, near, tl.where(cmask, t_c, near), cmask
+
+
+@triton.jit
+def _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF):
+    """The fine depths (BLOCK_R, MP) (EG3D's importance sampling, no gradient) and their mask."""
+    k = tl.arange(0, t_c.shape[1])[None, :]
+    w_c, _ = interval_weights(t_c, sigma_c, N)
+    fmask = rmask[:, None] & (k < NF)
+    u_f = tl.load(iu_ptr + r.to(tl.int64)[:, None] * NF + k, mask=fmask, other=0.0)
+    return tl.where(fmask, inverse_cdf(t_c, w_c, N, u_f, NF), near), fmask
 
 
 # Per pass; the merge ranks 2 * next_pow2(max(N, N_f)) columns per ray by counting (quadratic).
@@ -80,36 +128,15 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
     rmask = r < P
     r64 = r.to(tl.int64)
     b_idx = r // R
-    ox = tl.load(o_ptr + r64 * 3, mask=rmask, other=0.0)
-    oy = tl.load(o_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
-    oz = tl.load(o_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
-    dx = tl.load(d_ptr + r64 * 3, mask=rmask, other=0.0)
-    dy = tl.load(d_ptr + r64 * 3 + 1, mask=rmask, other=0.0)
-    dz = tl.load(d_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
-    near = tl.load(start_ptr + r64, mask=rmask, other=1.0)[:, None]
-    far = tl.load(end_ptr + r64, mask=rmask, other=2.0)[:, None]
-
-    # Coarse depths; padding columns get the (finite) near depth and are masked out of everything.
-    k = tl.arange(0, MP)[None, :]
-    cmask = rmask[:, None] & (k < N)
-    u = tl.load(su_ptr + r64[:, None] * N + k, mask=cmask, other=0.0)
-    step = k.to(tl.float32) / (N - 1)
-    if DISPARITY:
-        s = step + u * (1.0 / (N - 1))
-        t_c = 1.0 / (1.0 / near * (1.0 - s) + 1.0 / far * s)
-    else:
-        t_c = near + step * (far - near) + u * ((far - near) / (N - 1))
-    t_c = tl.where(cmask, t_c, near)
+    ox, oy, oz, dx, dy, dz, near, t_c, cmask = _ray_limits_and_coarse(o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, r,
+                                                                      rmask, N, MP, DISPARITY)
     sigma_c, out_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
                                   t_c, cmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
     lo = tl.min(tl.where(cmask, t_c, float("inf")), axis=1)
     hi = tl.max(tl.where(cmask, t_c, -float("inf")), axis=1)
 
     if HAS_FINE:
-        w_c, _ = interval_weights(t_c, sigma_c, N)
-        fmask = rmask[:, None] & (k < NF)
-        u_f = tl.load(iu_ptr + r64[:, None] * NF + k, mask=fmask, other=0.0)
-        t_f = tl.where(fmask, inverse_cdf(t_c, w_c, N, u_f, NF), near)
+        t_f, fmask = _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF)
         sigma_f, out_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
                                       dz, t_f, fmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
         lo = tl.minimum(lo, tl.min(tl.where(fmask, t_f, float("inf")), axis=1))
@@ -138,11 +165,9 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
     tl.store(range_ptr + r64 * 2 + 1, hi, mask=rmask)
 
 
-@register("render")
-def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, ray_origins: Tensor,
-                  ray_directions: Tensor, ray_start: Tensor, ray_end: Tensor, stratified_u: Tensor,
-                  importance_u: Tensor, box_warp: float, disparity: bool, white_back: bool, plane_set: int,
-                  precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def check_render_args(planes: Tensor, ray_origins: Tensor, ray_directions: Tensor, ray_start: Tensor, ray_end: Tensor,
+                      stratified_u: Tensor, importance_u: Tensor, precision: str):
+    """The render op's checks (shared with its backward): (B, R, N, N_f, H, W, C)."""
     check_planes(planes, precision)
     dev = planes.device
     for name, t, dim in (("ray_origins", ray_origins, 3), ("ray_directions", ray_directions, 3),
@@ -162,6 +187,17 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     if max(N, NF) > MAX_SAMPLES:
         raise ValueError(f"the triton renderer takes at most {MAX_SAMPLES} samples per pass (N and N_f), got "
                          f"N={N}, N_f={NF}")
+    return B, R, N, NF, H, W, C
+
+
+@register("render")
+def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, ray_origins: Tensor,
+                  ray_directions: Tensor, ray_start: Tensor, ray_end: Tensor, stratified_u: Tensor,
+                  importance_u: Tensor, box_warp: float, disparity: bool, white_back: bool, plane_set: int,
+                  precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    B, R, N, NF, H, W, C = check_render_args(planes, ray_origins, ray_directions, ray_start, ray_end, stratified_u,
+                                             importance_u, precision)
+    dev = planes.device
     w1t, b1p, w2t, w2s, b2p, O = prepare_decoder(w1, b1, w2, b2, C, dev)
     dtype, ieee = dot_mode(precision)
     rgb = ops.new_output((B, R, O), ray_origins)
@@ -172,10 +208,12 @@ def render_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     if P:
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)  # noqa: E731
         # One padded width for both passes (>= 16 so that a one-ray block still fills a tl.dot).
-        wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start,
-                                          ray_end, stratified_u, importance_u, rgb, depth, wsum, rng, P, R, N, NF, H, W,
-                                          C, O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1], OP=w2t.shape[1],
-                                          PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee,
-                                          DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
-                                          MP=next_pow2(max(N, NF), 16))
+        with launch_device(dev):
+            wrap_triton(_render_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions,
+                                              ray_start, ray_end, stratified_u, importance_u, rgb, depth, wsum, rng,
+                                              P, R, N, NF, H, W, C, O, float(box_warp), CP=w1t.shape[0],
+                                              HD=w1t.shape[1], OP=w2t.shape[1], PLANE_SET=int(plane_set),
+                                              DOT_DTYPE=dtype, IEEE=ieee, DISPARITY=bool(disparity),
+                                              WHITE_BACK=bool(white_back), HAS_FINE=NF > 0,
+                                              MP=next_pow2(max(N, NF), 16))
     return rgb, depth, wsum, rng

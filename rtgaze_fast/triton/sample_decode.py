@@ -11,7 +11,8 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from .. import ops
-from ._common import check, check_planes, decode_points, dot_mode, launch_configs, prepare_decoder, register
+from ._common import (check, check_planes, decode_points, dot_mode, launch_configs, launch_device, prepare_decoder,
+                      register)
 
 
 # (BLOCK points, num_warps), the default first. Compiled for sm_90 (rtgaze_fast.triton.aot):
@@ -55,8 +56,9 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
     total = B * M
     if total:
         grid = lambda meta: (triton.cdiv(total, meta["BLOCK"]),)  # noqa: E731
-        wrap_triton(_sample_decode_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, points, sigma, rgb, total, M, H, W, C,
-                                                 O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1],
-                                                 OP=w2t.shape[1], PLANE_SET=int(plane_set), DOT_DTYPE=dtype,
-                                                 IEEE=ieee)
+        with launch_device(planes.device):
+            wrap_triton(_sample_decode_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, points, sigma, rgb, total, M, H,
+                                                     W, C, O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1],
+                                                     OP=w2t.shape[1], PLANE_SET=int(plane_set), DOT_DTYPE=dtype,
+                                                     IEEE=ieee)
     return sigma, rgb
