@@ -171,10 +171,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _eval_xgaze(args) -> int:
-    from .cli import CliError
+    from .errors import UserError
     from .evaluation_xgaze import run
     if args.pairs < 1:
-        raise CliError("--pairs must be positive")
+        raise UserError("--pairs must be positive")
     result = run(args)
     result["weights"] = os.path.relpath(args.weights)
     result["environment"] = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
