@@ -108,7 +108,8 @@ def format_table(result: dict, estimator_meta: Optional[Dict[str, str]] = None) 
 
 def run(args) -> dict:
     """``eval --data ethxgaze``: the CLI's arguments -> the result (printed and written by the caller)."""
-    from .cli import CliError, load_weights
+    from .errors import UserError as CliError
+    from .model.weights import load_weights
     from .data.ethxgaze import split_files
     from .model import RTGaze
     if not args.data_dir:
