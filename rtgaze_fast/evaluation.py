@@ -159,9 +159,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = model.float().to(args.device)
     result = evaluate(model, args.identities, args.samples, args.seed, estimate=not args.no_gaze)
     result["weights"] = os.path.relpath(weights)
+    return _report(result, format_table(result), args)
+
+
+def _report(result: dict, table: str, args) -> int:
+    """Print the table; add the environment and write the JSON when asked (both eval paths)."""
     result["environment"] = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
                              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    print(format_table(result))
+    print(table)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -177,12 +182,4 @@ def _eval_xgaze(args) -> int:
         raise UserError("--pairs must be positive")
     result = run(args)
     result["weights"] = os.path.relpath(args.weights)
-    result["environment"] = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-                             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    print(result["table"])
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {args.json}")
-    return 0
+    return _report(result, result["table"], args)
