@@ -5,7 +5,7 @@ JIT fallback in rtgaze_fast/_ext.py.
   for AVX2+FMA through a target pragma and chosen at run time, so no -march=native is needed.
 - The CUDA kernels build only when the installed torch has CUDA (the CPU wheel cannot link
   them); architectures come from TORCH_CUDA_ARCH_LIST, default below. render_fwd.cu holds the
-  fp32 kernels (also the tf32 mode), render_half.cu the fp16/bf16 ones (WMMA tensor cores).
+  forward kernels of every precision mode, render_bwd.cu the backward (warp tiles, mma.sync).
 - CMakeLists.txt builds the same sources for C++ users and mirrors these flags by hand.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ CPU_SOURCES = [
     "csrc/torch/ops.cpp",
     "csrc/torch/module.cpp",
 ]
-CUDA_SOURCES = ["csrc/cuda/render_fwd.cu", "csrc/cuda/render_half.cu", "csrc/torch/cuda_glue.cpp"]
+CUDA_SOURCES = ["csrc/cuda/render_fwd.cu", "csrc/cuda/render_bwd.cu", "csrc/torch/cuda_glue.cpp"]
 
 INCLUDE_DIRS = ["csrc/include"]
 CUDA_KERNEL_SOURCES = [s for s in CUDA_SOURCES if s.endswith(".cu")]

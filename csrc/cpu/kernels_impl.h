@@ -26,18 +26,8 @@ static void eval_ray_points(const RenderArgs& a, long b, const float* o, const f
 
 // The N coarse depths of ray i (stratified, linear or in disparity).
 static void coarse_depths(const RenderArgs& a, long i, float* tc) {
-  const int N = a.N;
-  const float* u = a.su + i * N;
-  const float lo = a.start[i], hi = a.end[i];
-  for (int k = 0; k < N; ++k) {
-    if (a.disparity) {
-      const float s = static_cast<float>(k) / (N - 1) + u[k] * (1.0f / (N - 1));
-      tc[k] = 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
-    } else {
-      const float step = (hi - lo) / (N - 1);
-      tc[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * step;
-    }
-  }
+  const float* u = a.su + i * a.N;
+  for (int k = 0; k < a.N; ++k) tc[k] = rtg_coarse_depth(k, a.N, u[k], a.start[i], a.end[i], a.disparity);
 }
 
 // The Nf fine depths of ray i (EG3D's importance sampling) from its coarse depths and raw
@@ -52,16 +42,6 @@ static void fine_depths(const RenderArgs& a, long i, const float* tc, const floa
   const float* ui = a.iu + i * Nf;
   int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
   for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
-}
-
-// Both depth lists are sorted (u is sorted by the host, the inverse CDF is monotone): their merge
-// order, ord[k] = x for coarse sample x, N + y for fine sample y (coarse first on ties).
-static void merge_order(const float* tc, int N, const float* tf, int Nf, int* ord) {
-  int x = 0, y = 0;
-  for (int k = 0; k < N + Nf; ++k) {
-    const bool take_coarse = y >= Nf || (x < N && tc[x] <= tf[y]);
-    ord[k] = take_coarse ? x++ : N + y++;
-  }
 }
 
 template <int CF, int HF, int OF>
@@ -83,7 +63,7 @@ static void render_sized(const RenderArgs& a, long begin, long end) {
     if (Nf > 0) {
       fine_depths(a, i, t, sig, w, cdf, bins, t + N);
       eval_ray_points<CF, HF, OF>(a, b, o, d, t + N, Nf, sig + N, col + static_cast<long>(N) * O, scratch);
-      merge_order(t, N, t + N, Nf, ord);
+      rtg_merge_order(t, N, t + N, Nf, ord);
       for (int k = 0; k < S; ++k) {
         const int j = ord[k];
         tm[k] = t[j];

@@ -192,7 +192,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
     if (Nf > 0) {
       fine_depths(a, i, t, sig, w, cdf, bins, t + N);
       eval(N, Nf);
-      merge_order(t, N, t + N, Nf, ord);
+      rtg_merge_order(t, N, t + N, Nf, ord);
     } else {
       for (int k = 0; k < S; ++k) ord[k] = k;
     }

@@ -1,5 +1,5 @@
 // Plain-pointer interface between the torch glue (csrc/torch/cuda_glue.cpp) and the CUDA kernels
-// (csrc/cuda/render_fwd.cu), so the .cu files include no torch header.
+// (csrc/cuda/render_fwd.cu, render_bwd.cu), so the .cu files include no torch header.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -9,13 +9,13 @@ namespace cuda {
 // The kernels are compiled for EG3D's decoder sizes; the glue zero-pads smaller decoders and
 // planes up to them (a zero plane channel, hidden unit or output changes no result).
 constexpr int kC = 32, kHidden = 64, kOut1 = 33;
-// Samples per ray (N + N_f) the fused kernel keeps in per-thread arrays.
+// Samples per ray (N + N_f) the kernels take (the warp's shared memory is sized for them at launch).
 constexpr int kMaxSamples = 192;
 
-// The planes' storage and the MLP's operand type: fp32 (fp32 CUDA-core math, also what the tf32
-// mode runs: exact fp32 is inside tf32's bound), or fp16 / bf16 planes with the MLP on tensor
-// cores (render_half.cu). Sampling, activations and compositing are fp32 in every mode.
-enum class Precision { kFp32, kFp16, kBf16 };
+// The precision modes (rtgaze_fast/precision.py). Planes: fp32 (fp32, tf32) or fp16 / bf16. The
+// decoder's MMAs on tensor cores with fp32 accumulation: 3xTF32 (fp32), tf32, fp16, bf16 (sm_75:
+// fp32 FFMA for the first two, fp16 for bf16). Sampling and compositing are fp32 in every mode.
+enum class Precision { kFp32, kTf32, kFp16, kBf16 };
 
 struct Decoder {
   const float *w1t, *b1, *w2t, *b2;  // folded, padded; w1t (kC, kHidden), w2t (kHidden, kOut1)
@@ -46,12 +46,21 @@ struct SampleDecodeParams {
   float *sigma, *rgb;  // (B, M), (B, M, O)
 };
 
+// The render op's backward (render_bwd.cu): the forward's inputs (its output pointers unused), the
+// upstream gradients, and where the gradients go. The planes' (B, 3, H, W, kC) fp32 and the
+// decoder's (padded and transposed as Decoder: w1t (kC, kHidden), b1, w2t (kHidden, kOut1), b2) are
+// sums of fp32 atomics into buffers the caller zeroed; the rays' are written per ray.
+struct RenderGradParams {
+  RenderParams fwd;
+  const float *g_rgb, *g_depth, *g_wsum;  // (B,R,O), (B,R), (B,R)
+  float *g_planes, *g_w1t, *g_b1, *g_w2t, *g_b2, *g_origins, *g_dirs;
+};
+
 // Launch on `stream`; the result is the launch's cudaGetLastError().
 cudaError_t render_fwd(const RenderParams& p, cudaStream_t stream);
 cudaError_t sample_decode_fwd(const SampleDecodeParams& p, cudaStream_t stream);
-// The fp16 / bf16 kernels (render_half.cu); render_fwd and sample_decode_fwd call them.
-cudaError_t render_half_fwd(const RenderParams& p, cudaStream_t stream);
-cudaError_t sample_decode_half_fwd(const SampleDecodeParams& p, cudaStream_t stream);
+// cudaErrorInvalidConfiguration: not even one warp's shared memory fits the device (S too large).
+cudaError_t render_bwd(const RenderGradParams& p, cudaStream_t stream);
 // march and importance over P flattened rays; the arrays are as in ops.py (rays flattened).
 cudaError_t march_fwd(const float* rgb, const float* sigma, const float* depths, long long P, int S, int O,
                       bool white_back, float* out_rgb, float* depth, float* weights, cudaStream_t stream);

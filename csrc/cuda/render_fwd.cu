@@ -1,135 +1,170 @@
-// The fp32 CUDA kernels (fp16/bf16: render_half.cu): one thread per ray (or point), decoder
-// weights in shared memory, the per-sample math from the shared headers (csrc/include/rtgaze).
-// CUDA headers only, no torch.
-#include <cuda_runtime.h>
+// The forward CUDA kernels on warp tiles (tile.cuh): each warp renders one ray at a time (a
+// persistent loop over rays), its samples decoded 16 at a time as the rows of tensor-core MMAs,
+// each sample once (its colour kept in shared memory until the ray's weights are known). A
+// texel's 32 channels are one coalesced request: 16-byte loads, 8 (fp32) or 4 (16-bit) lanes per
+// texel. The ray's serial steps (the transmittance scan, the pdf, the merge) run on lane 0 with
+// the CPU backend's functions; alphas, depths, fine samples and the composite run across lanes.
+// march / importance: one thread per ray. CUDA headers only, no torch.
+#include <algorithm>
+#include <type_traits>
 
-#include "kernels.h"
-#include "rtgaze/march.h"
-#include "rtgaze/sample.h"
+#include "tile.cuh"
 
 namespace rtgaze {
 namespace cuda {
 namespace {
+using namespace tile;
 
-constexpr int kThreads = 128;
+constexpr int kMaxWarps = 4;
 
-struct SharedDecoder {
-  float w1t[kC * kHidden], b1[kHidden], w2t[kHidden * kOut1], b2[kOut1];
+// A warp's per-ray shared memory (fwd_warp_bytes in tile.h): S depths (coarse [0, N), fine
+// [N, S)), raw densities, alphas then weights, merge order; cdf, bins (N); 4 scalars; colours
+// (S x kColLd of CT); the 16-row activation tile.
+template <class CT>
+struct RayMem {
+  float *t, *sig, *w, *cdf, *bins, *scal, *tile;
+  int* ord;
+  CT* col;
+  __device__ RayMem(unsigned char* base, int S, int N) {
+    float* f = reinterpret_cast<float*>(base);
+    t = f, sig = t + S, w = sig + S;
+    ord = reinterpret_cast<int*>(w + S);
+    cdf = reinterpret_cast<float*>(ord + S), bins = cdf + N, scal = bins + N;
+    unsigned char* c = base + align16(4 * (4 * S + 2 * N + 4));
+    col = reinterpret_cast<CT*>(c);
+    tile = reinterpret_cast<float*>(c + align16(S * kColLd * static_cast<int>(sizeof(CT))));
+  }
 };
 
-// Every thread of the block helps copy the weights; call before any early return.
-__device__ void load_decoder(const Decoder& d, SharedDecoder& s) {
-  for (int i = threadIdx.x; i < kC * kHidden; i += blockDim.x) s.w1t[i] = d.w1t[i];
-  for (int i = threadIdx.x; i < kHidden * kOut1; i += blockDim.x) s.w2t[i] = d.w2t[i];
-  for (int i = threadIdx.x; i < kHidden; i += blockDim.x) s.b1[i] = d.b1[i];
-  for (int i = threadIdx.x; i < kOut1; i += blockDim.x) s.b2[i] = d.b2[i];
+template <class CT> __device__ __forceinline__ CT col_from(float x);
+template <> __device__ __forceinline__ float col_from<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half col_from<__half>(float x) { return __float2half_rn(x); }
+
+// Colours in the mode's precision: fp32 in the fp32 / tf32 modes, fp16 in the 16-bit ones.
+template <Precision P> using ColT = typename std::conditional<sizeof(typename Mode<P>::Plane) == 4, float, __half>::type;
+
+template <Precision P>
+__global__ void __launch_bounds__(kMaxWarps * 32) render_kernel(const RenderParams p) {
+  using M = Mode<P>;
+  using Op = typename M::Op;
+  using TP = typename M::Plane;
+  using CT = ColT<P>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const Dec<Op> dec = load_decoder<Op>(p.dec, smem);
   __syncthreads();
-}
-
-__device__ __forceinline__ void point_features(const float* planes_b, int H, int W, const float* o, const float* d,
-                                               float t, float box_warp, int plane_set, float* feat) {
-  const float p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
-  rtg_triplane_features<kC>(planes_b, H, W, kC, p, box_warp, plane_set, feat);
-}
-
-__global__ void __launch_bounds__(kThreads) render_kernel(const RenderParams p) {
-  __shared__ SharedDecoder dec;
-  load_decoder(p.dec, dec);
-  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.rays) return;
-  const int N = p.N, Nf = p.Nf, S = N + Nf;
-  const float* planes_b = static_cast<const float*>(p.planes) + (i / p.R) * 3LL * p.H * p.W * kC;
-  const float o[3] = {p.origins[3 * i], p.origins[3 * i + 1], p.origins[3 * i + 2]};
-  const float d[3] = {p.dirs[3 * i], p.dirs[3 * i + 1], p.dirs[3 * i + 2]};
-  const float lo = p.start[i], hi = p.end[i];
-  const float* u = p.su + i * N;
-
-  // Depths and raw densities: coarse at [0, N), fine at [N, S); merged copies in tm, sm.
-  float t[kMaxSamples], sg[kMaxSamples], tm[kMaxSamples], sm[kMaxSamples], w[kMaxSamples], cdf[kMaxSamples];
-  float feat[kC], hid[kHidden];
-  for (int k = 0; k < N; ++k) {
-    if (p.disparity) {
-      const float s = static_cast<float>(k) / (N - 1) + u[k] * (1.0f / (N - 1));
-      t[k] = 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
+  const int N = p.N, Nf = p.Nf, S = N + Nf, lane = lane_id(), warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int ld = tile_ld(Op::kKind);
+  RayMem<CT> m(smem + fwd_block_bytes(Op::kKind) + warp * fwd_warp_bytes(Op::kKind, S, N, sizeof(CT)), S, N);
+  for (long long i = static_cast<long long>(blockIdx.x) * warps + warp; i < p.rays;
+       i += static_cast<long long>(gridDim.x) * warps) {
+    const TP* planes_b = static_cast<const TP*>(p.planes) + (i / p.R) * 3LL * p.H * p.W * kC;
+    const float o[3] = {p.origins[3 * i], p.origins[3 * i + 1], p.origins[3 * i + 2]};
+    const float d[3] = {p.dirs[3 * i], p.dirs[3 * i + 1], p.dirs[3 * i + 2]};
+    const float lo = p.start[i], hi = p.end[i];
+    for (int k = lane; k < N; k += 32) m.t[k] = rtg_coarse_depth(k, N, p.su[i * N + k], lo, hi, p.disparity);
+    __syncwarp();
+    // Decode samples [j0, j0 + 16) of the ray: raw density and colour.
+    auto decode = [&](int j0, int n) {
+      const float* t = m.t + j0;
+      gather_tile<TP>(n, [&](int r, float* x) {
+        x[0] = o[0] + t[r] * d[0], x[1] = o[1] + t[r] * d[1], x[2] = o[2] + t[r] * d[2];
+        return planes_b;
+      }, p.H, p.W, p.box_warp, p.plane_set, m.tile, ld);
+      decode_tile<Op, M::kFast>(m.tile, ld, dec, n, [&](int r, int c, float z) {
+        if (c == 0) m.sig[j0 + r] = z;
+        else m.col[(j0 + r) * kColLd + c - 1] = col_from<CT>(widened_sigmoid<M::kFast>(z));
+      });
+    };
+    for (int j0 = 0; j0 < N; j0 += kRows) decode(j0, min(kRows, N - j0));
+    __syncwarp();
+    if (Nf > 0) {
+      // EG3D's importance sampling from the coarse weights (as the CPU's fine_depths).
+      for (int k = lane; k + 1 < N; k += 32) {
+        m.w[k] = rtg_interval_alpha(m.t[k], m.t[k + 1], m.sig[k], m.sig[k + 1]);
+        m.bins[k] = (m.t[k] + m.t[k + 1]) * 0.5f;
+      }
+      __syncwarp();
+      if (lane == 0) {
+        float T = 1.0f;
+        for (int k = 0; k + 1 < N; ++k) m.w[k] = rtg_march_weight(m.w[k], &T);
+        rtg_importance_cdf(m.w, N, m.cdf);
+      }
+      __syncwarp();
+      for (int j = lane; j < Nf; j += 32) m.t[N + j] = rtg_sample_pdf(m.bins, m.cdf, N, p.iu[i * Nf + j]);
+      __syncwarp();
+      for (int j0 = N; j0 < S; j0 += kRows) decode(j0, min(kRows, S - j0));
+      __syncwarp();
+      if (lane == 0) rtg_merge_order(m.t, N, m.t + N, Nf, m.ord);
     } else {
-      t[k] = lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u[k] * ((hi - lo) / (N - 1));
+      for (int k = lane; k < S; k += 32) m.ord[k] = k;
     }
-    point_features(planes_b, p.H, p.W, o, d, t[k], p.box_warp, p.plane_set, feat);
-    sg[k] = rtg_decode_sigma<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2, hid);
-  }
-  const float* ts = t;
-  const float* ss = sg;
-  if (Nf > 0) {
-    float T = 1.0f;
-    for (int k = 0; k + 1 < N; ++k) w[k] = rtg_march_step(t[k], t[k + 1], sg[k], sg[k + 1], &T);
-    rtg_importance_cdf(w, N, cdf);
-    float bins[kMaxSamples];
-    for (int k = 0; k + 1 < N; ++k) bins[k] = (t[k] + t[k + 1]) * 0.5f;
-    const float* ui = p.iu + i * Nf;
-    int search = 0;  // u is sorted per ray (the host sorts it): one merge over the cdf
-    for (int j = 0; j < Nf; ++j) {
-      t[N + j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
-      point_features(planes_b, p.H, p.W, o, d, t[N + j], p.box_warp, p.plane_set, feat);
-      sg[N + j] = rtg_decode_sigma<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2,
-                                                       hid);
+    __syncwarp();
+    // The merged march: every alpha across lanes, then lane 0's transmittance scan.
+    for (int k = lane; k + 1 < S; k += 32) {
+      const int a = m.ord[k], b = m.ord[k + 1];
+      m.w[k] = rtg_interval_alpha(m.t[a], m.t[b], m.sig[a], m.sig[b]);
     }
-    // Both runs are sorted (the host sorts u; the inverse CDF is monotone): merge them.
-    int x = 0, y = N;
-    for (int k = 0; k < S; ++k) {
-      const bool coarse = y >= S || (x < N && t[x] <= t[y]);
-      const int src = coarse ? x++ : y++;
-      tm[k] = t[src];
-      sm[k] = sg[src];
+    __syncwarp();
+    if (lane == 0) {
+      float T = 1.0f, W = 0.0f, D = 0.0f, mn = m.t[m.ord[0]], mx = mn;
+      for (int k = 0; k + 1 < S; ++k) {
+        const float t0 = m.t[m.ord[k]], t1 = m.t[m.ord[k + 1]];
+        const float wk = rtg_march_weight(m.w[k], &T);
+        m.w[k] = wk;
+        W += wk;
+        D += wk * ((t0 + t1) * 0.5f);
+        mn = fminf(mn, t1);
+        mx = fmaxf(mx, t1);
+      }
+      const float depth = D / W;
+      p.depth[i] = depth != depth ? __int_as_float(0x7f800000) : depth;
+      p.wsum[i] = W;
+      p.range[2 * i] = mn;
+      p.range[2 * i + 1] = mx;
+      m.scal[0] = W;
     }
-    ts = tm;
-    ss = sm;
-  }
-
-  // All interval weights first; then each sample's colour is decoded once and enters with the
-  // weight of its two intervals, (w[k-1] + w[k]) / 2 (the midpoint colours of MipRayMarcher2).
-  float T = 1.0f, W = 0.0f, D = 0.0f, mn = ts[0], mx = ts[0];
-  for (int k = 0; k + 1 < S; ++k) {
-    w[k] = rtg_march_step(ts[k], ts[k + 1], ss[k], ss[k + 1], &T);
-    W += w[k];
-    D += w[k] * ((ts[k] + ts[k + 1]) * 0.5f);
-    mn = fminf(mn, ts[k + 1]);
-    mx = fmaxf(mx, ts[k + 1]);
-  }
-  float acc[kC], out[kOut1], col[kOut1 - 1], sigma_unused;
-#pragma unroll
-  for (int c = 0; c < kOut1 - 1; ++c) acc[c] = 0.0f;
-  for (int k = 0; k < S; ++k) {
-    const float cw = 0.5f * ((k > 0 ? w[k - 1] : 0.0f) + (k + 1 < S ? w[k] : 0.0f));
-    point_features(planes_b, p.H, p.W, o, d, ts[k], p.box_warp, p.plane_set, feat);
-    rtg_decode<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2, hid, out, &sigma_unused,
-                                   col);
-#pragma unroll
-    for (int c = 0; c < kOut1 - 1; ++c) acc[c] += cw * col[c];
-  }
-  const float depth = D / W;
-  p.depth[i] = depth != depth ? __int_as_float(0x7f800000) : depth;
-  p.wsum[i] = W;
-  p.range[2 * i] = mn;
-  p.range[2 * i + 1] = mx;
-#pragma unroll
-  for (int c = 0; c < kOut1 - 1; ++c) {
-    if (c < p.O) p.rgb[i * p.O + c] = (p.white_back ? acc[c] + 1.0f - W : acc[c]) * 2.0f - 1.0f;
+    __syncwarp();
+    // Each sample's colour enters with the mean weight of its two intervals (MipRayMarcher2's
+    // midpoint colours); lane c composites channel c.
+    if (lane < p.O) {
+      float acc = 0.0f;
+      for (int k = 0; k < S; ++k) {
+        const float cw = 0.5f * ((k > 0 ? m.w[k - 1] : 0.0f) + (k + 1 < S ? m.w[k] : 0.0f));
+        acc += cw * static_cast<float>(m.col[m.ord[k] * kColLd + lane]);
+      }
+      const float W = m.scal[0];
+      p.rgb[i * p.O + lane] = (p.white_back ? acc + 1.0f - W : acc) * 2.0f - 1.0f;
+    }
+    __syncwarp();  // the next ray reuses the warp's memory
   }
 }
 
-__global__ void __launch_bounds__(kThreads) sample_decode_kernel(const SampleDecodeParams p) {
-  __shared__ SharedDecoder dec;
-  load_decoder(p.dec, dec);
-  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.count) return;
-  const float* planes_b = static_cast<const float*>(p.planes) + (i / p.M) * 3LL * p.H * p.W * kC;
-  float feat[kC], hid[kHidden], out[kOut1], col[kOut1 - 1];
-  rtg_triplane_features<kC>(planes_b, p.H, p.W, kC, p.points + 3 * i, p.box_warp, p.plane_set, feat);
-  rtg_decode<kC, kHidden, kOut1>(feat, kC, kHidden, kOut1, dec.w1t, dec.b1, dec.w2t, dec.b2, hid, out,
-                                 &p.sigma[i], col);
-#pragma unroll
-  for (int c = 0; c < kOut1 - 1; ++c) {
-    if (c < p.O) p.rgb[i * p.O + c] = col[c];
+// Points in 16-row tiles, one per warp at a time.
+template <Precision P>
+__global__ void __launch_bounds__(kMaxWarps * 32) sample_decode_kernel(const SampleDecodeParams p) {
+  using M = Mode<P>;
+  using Op = typename M::Op;
+  using TP = typename M::Plane;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const Dec<Op> dec = load_decoder<Op>(p.dec, smem);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32, ld = tile_ld(Op::kKind);
+  float* tile = reinterpret_cast<float*>(smem + fwd_block_bytes(Op::kKind)) + warp * kRows * ld;
+  const long long tiles = (p.count + kRows - 1) / kRows;
+  for (long long ti = static_cast<long long>(blockIdx.x) * warps + warp; ti < tiles;
+       ti += static_cast<long long>(gridDim.x) * warps) {
+    const long long i0 = ti * kRows;
+    const int n = static_cast<int>(min(static_cast<long long>(kRows), p.count - i0));
+    gather_tile<TP>(n, [&](int r, float* x) {
+      const long long i = i0 + r;
+      x[0] = p.points[3 * i], x[1] = p.points[3 * i + 1], x[2] = p.points[3 * i + 2];
+      return static_cast<const TP*>(p.planes) + (i / p.M) * 3LL * p.H * p.W * kC;
+    }, p.H, p.W, p.box_warp, p.plane_set, tile, ld);
+    decode_tile<Op, M::kFast>(tile, ld, dec, n, [&](int r, int c, float z) {
+      const long long i = i0 + r;
+      if (c == 0) p.sigma[i] = z;
+      else if (c - 1 < p.O) p.rgb[i * p.O + c - 1] = widened_sigmoid<M::kFast>(z);
+    });
   }
 }
 
@@ -152,22 +187,60 @@ __global__ void importance_kernel(const float* depths, const float* weights, con
   for (int j = 0; j < Nf; ++j) out[i * Nf + j] = rtg_sample_pdf(bins, cdf, N, u[i * Nf + j]);
 }
 
+constexpr int kThreads = 128;
 unsigned blocks(long long n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+int kind_of(Precision p) { return p == Precision::kFp16 || p == Precision::kBf16 ? kF16Kind : kTf32Kind; }
+
+// Launch a warp-tile kernel: as many warps per block as the device's shared memory admits (at most
+// kMaxWarps), a persistent grid of what fits on the device at once (at most one warp per item).
+template <class Kernel, class Params>
+cudaError_t launch_tiles(Kernel kernel, const Params& p, long long items, int block_bytes, int warp_bytes,
+                         cudaStream_t stream) {
+  int dev = 0, optin = 0, sms = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  const int warps = warps_for(block_bytes, warp_bytes, optin, kMaxWarps);
+  if (warps == 0) return cudaErrorInvalidConfiguration;  // the glue's message names the limit
+  const int smem = block_bytes + warps * warp_bytes;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  int per_sm = 0;
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);
+  if (err != cudaSuccess) return err;
+  const long long want = (items + warps - 1) / warps;
+  const unsigned grid = static_cast<unsigned>(std::max(1LL, std::min(want, static_cast<long long>(per_sm) * sms)));
+  kernel<<<grid, warps * 32, smem, stream>>>(p);
+  return cudaGetLastError();
+}
 
 }  // namespace
 
 cudaError_t render_fwd(const RenderParams& p, cudaStream_t stream) {
   if (p.rays == 0) return cudaSuccess;
-  if (p.precision != Precision::kFp32) return render_half_fwd(p, stream);
-  render_kernel<<<blocks(p.rays), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  const int kind = kind_of(p.precision), S = p.N + p.Nf;
+  const int col_bytes = kind == kF16Kind ? 2 : 4;
+  const int block = fwd_block_bytes(kind), warp = fwd_warp_bytes(kind, S, p.N, col_bytes);
+  switch (p.precision) {
+    case Precision::kFp32: return launch_tiles(render_kernel<Precision::kFp32>, p, p.rays, block, warp, stream);
+    case Precision::kTf32: return launch_tiles(render_kernel<Precision::kTf32>, p, p.rays, block, warp, stream);
+    case Precision::kFp16: return launch_tiles(render_kernel<Precision::kFp16>, p, p.rays, block, warp, stream);
+    default: return launch_tiles(render_kernel<Precision::kBf16>, p, p.rays, block, warp, stream);
+  }
 }
 
 cudaError_t sample_decode_fwd(const SampleDecodeParams& p, cudaStream_t stream) {
   if (p.count == 0) return cudaSuccess;
-  if (p.precision != Precision::kFp32) return sample_decode_half_fwd(p, stream);
-  sample_decode_kernel<<<blocks(p.count), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  const int kind = kind_of(p.precision);
+  const int block = fwd_block_bytes(kind), warp = kRows * tile_ld(kind) * 4;
+  const long long tiles = (p.count + kRows - 1) / kRows;
+  switch (p.precision) {
+    case Precision::kFp32: return launch_tiles(sample_decode_kernel<Precision::kFp32>, p, tiles, block, warp, stream);
+    case Precision::kTf32: return launch_tiles(sample_decode_kernel<Precision::kTf32>, p, tiles, block, warp, stream);
+    case Precision::kFp16: return launch_tiles(sample_decode_kernel<Precision::kFp16>, p, tiles, block, warp, stream);
+    default: return launch_tiles(sample_decode_kernel<Precision::kBf16>, p, tiles, block, warp, stream);
+  }
 }
 
 cudaError_t march_fwd(const float* rgb, const float* sigma, const float* depths, long long P, int S, int O,

@@ -35,14 +35,18 @@ void check_launch(cudaError_t err, const char* kernel) {
                 ".", minor, "): ", cudaGetErrorString(err), ". Rebuild the extension for it: TORCH_CUDA_ARCH_LIST=\"",
                 major, ".", minor, "\" pip install --no-build-isolation -e . (nvcc 13 builds 7.5 and newer)");
   }
+  TORCH_CHECK(err != cudaErrorInvalidConfiguration, "rtgaze_fast: the ", kernel, " kernel's shared memory for one ",
+              "warp (N + N_f samples per ray) exceeds this GPU's limit per block; render fewer samples per ray or ",
+              "use backend='triton' / 'torch'");
   TORCH_CHECK(false, "rtgaze_fast: the ", kernel, " kernel failed to launch: ", cudaGetErrorString(err));
 }
 
-// The kernels' precision for a mode: tf32 runs the fp32 kernels (exact fp32 is inside tf32's
-// bound); fp16 and bf16 take 16-bit planes and run the MLP on tensor cores.
+// The kernels' precision for a mode (csrc/cuda/kernels.h): fp32 and tf32 take fp32 planes, fp16 and
+// bf16 16-bit planes; every mode's decoder runs on tensor cores.
 rc::Precision kernel_precision(c10::string_view precision) {
   const std::string p(precision);
-  if (p == "fp32" || p == "tf32") return rc::Precision::kFp32;
+  if (p == "fp32") return rc::Precision::kFp32;
+  if (p == "tf32") return rc::Precision::kTf32;
   if (p == "fp16") return rc::Precision::kFp16;
   TORCH_CHECK_VALUE(p == "bf16", "precision must be one of 'fp32', 'tf32', 'fp16', 'bf16', got '", p, "'");
   return rc::Precision::kBf16;
@@ -81,6 +85,9 @@ Padded pad_inputs(const Tensor& planes_in, const Tensor& w1, const Tensor& b1, c
                     rc::kC, ", hidden=", rc::kHidden, ", 1+out_dim=", rc::kOut1, "; got C=", C, ", hidden=", hd,
                     ", 1+out_dim=", o1, " (w1, w2)");
   const Tensor p = C == rc::kC ? planes : at::constant_pad_nd(planes, {0, rc::kC - C}).contiguous();
+  TORCH_CHECK_VALUE(reinterpret_cast<uintptr_t>(p.data_ptr()) % 16 == 0,
+                    "planes must start at a 16-byte aligned address (the kernels read texels with 16-byte loads); "
+                    "pass planes.clone()");
   const Tensor w1p = at::constant_pad_nd(w1, {0, rc::kC - C, 0, rc::kHidden - hd});
   const Tensor w2p = at::constant_pad_nd(w2, {0, rc::kHidden - hd, 0, rc::kOut1 - o1});
   return {p, w1p.t().contiguous(), at::constant_pad_nd(b1, {0, rc::kHidden - hd}).contiguous(),
@@ -146,15 +153,16 @@ Tensor importance_cuda(const Tensor& depths, const Tensor& weights, const Tensor
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
-    const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
-    const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
-    const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
-    int64_t plane_set, c10::string_view precision) {
+// The checked inputs of render / render_backward as kernel parameters (outputs unset); pad keeps the
+// padded planes and weights alive.
+rc::RenderParams render_inputs(const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                               const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
+                               const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u,
+                               const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
+                               int64_t plane_set, c10::string_view precision, Padded& pad) {
   const rc::Precision prec = kernel_precision(precision);
   check_plane_set(plane_set);
-  const c10::cuda::CUDAGuard guard(planes.device());
-  const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
+  pad = pad_inputs(planes, w1, b1, w2, b2, prec);
   check_cuda(ray_origins, "ray_origins", 3, planes, "planes");
   check_cuda(ray_directions, "ray_directions", 3, planes, "planes");
   const int64_t B = planes.size(0), R = ray_origins.size(1);
@@ -176,9 +184,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
   TORCH_CHECK_VALUE(Nf == 0 || N >= 4, "importance sampling needs N >= 4 coarse samples, got ", N);
   TORCH_CHECK_VALUE(N + Nf <= rc::kMaxSamples, "the cuda backend renders at most ", rc::kMaxSamples,
                     " samples per ray (stratified_u, importance_u), got N + N_f = ", N + Nf);
-  const int64_t O = w2.size(0) - 1;
-  Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
-         wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
   rc::RenderParams p{};
   p.planes = pad.planes.data_ptr();
   p.precision = prec;
@@ -191,21 +196,87 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
   p.end = ray_end.data_ptr<float>();
   p.su = stratified_u.data_ptr<float>();
   p.iu = importance_u.data_ptr<float>();
-  p.rays = rays_to_render(B * R);
   p.R = R;
   p.N = static_cast<int>(N);
   p.Nf = static_cast<int>(Nf);
-  p.O = static_cast<int>(O);
+  p.O = static_cast<int>(w2.size(0) - 1);
   p.plane_set = static_cast<int>(plane_set);
   p.box_warp = static_cast<float>(box_warp);
   p.disparity = disparity;
   p.white_back = white_back;
+  return p;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
+    const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+    const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
+    const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
+    int64_t plane_set, c10::string_view precision) {
+  const c10::cuda::CUDAGuard guard(planes.device());
+  Padded pad;
+  rc::RenderParams p = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end,
+                                     stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
+                                     precision, pad);
+  const int64_t B = planes.size(0), R = ray_origins.size(1), O = p.O;
+  Tensor rgb = new_output({B, R, O}, ray_origins), depth = new_output({B, R}, ray_origins),
+         wsum = new_output({B, R}, ray_origins), range = new_output({B, R, 2}, ray_origins);
+  p.rays = rays_to_render(B * R);
   p.rgb = rgb.data_ptr<float>();
   p.depth = depth.data_ptr<float>();
   p.wsum = wsum.data_ptr<float>();
   p.range = range.data_ptr<float>();
   check_launch(rc::render_fwd(p, c10::cuda::getCurrentCUDAStream()), "render");
   return {rgb, depth, wsum, range};
+}
+
+// Recompute backward (csrc/cuda/render_bwd.cu). The planes' and the decoder's gradients are sums of
+// fp32 atomics in an order that changes from run to run (their last bits too): under
+// torch.use_deterministic_algorithms(True) this op raises (use backend='cpu', which has a
+// deterministic mode, or 'torch').
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backward_cuda(
+    const Tensor& grad_rgb, const Tensor& grad_depth, const Tensor& grad_wsum, const Tensor& planes, const Tensor& w1,
+    const Tensor& b1, const Tensor& w2, const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
+    const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u, const Tensor& importance_u,
+    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision) {
+  at::globalContext().alertNotDeterministic(
+      "rtgaze_fast render_backward_cuda (fp32 atomics into the planes' and the decoder's gradients)");
+  const c10::cuda::CUDAGuard guard(planes.device());
+  Padded pad;
+  rc::RenderGradParams g{};
+  g.fwd = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end, stratified_u,
+                        importance_u, box_warp, disparity, white_back, plane_set, precision, pad);
+  const int64_t B = planes.size(0), R = ray_origins.size(1), O = g.fwd.O, C = planes.size(4);
+  const int64_t hd = w1.size(0), o1 = w2.size(0);
+  check_cuda(grad_rgb, "grad_rgb", 3, planes, "planes");
+  check_cuda(grad_depth, "grad_depth", 2, planes, "planes");
+  check_cuda(grad_wsum, "grad_wsum", 2, planes, "planes");
+  TORCH_CHECK_VALUE(grad_rgb.sizes() == at::IntArrayRef({B, R, O}), "grad_rgb must be (B, R, O) = ",
+                    at::IntArrayRef({B, R, O}), ", got ", grad_rgb.sizes());
+  TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
+                    "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
+  const auto f32 = ray_origins.options();
+  // Sums start at zero; the per-ray gradients are written for every ray.
+  Tensor g_planes = at::zeros({B, 3, planes.size(2), planes.size(3), rc::kC}, f32);
+  Tensor g_w1t = at::zeros({rc::kC, rc::kHidden}, f32), g_b1 = at::zeros({rc::kHidden}, f32);
+  Tensor g_w2t = at::zeros({rc::kHidden, rc::kOut1}, f32), g_b2 = at::zeros({rc::kOut1}, f32);
+  Tensor g_origins = new_output({B, R, 3}, ray_origins), g_dirs = new_output({B, R, 3}, ray_origins);
+  g.fwd.rays = B * R;
+  g.g_rgb = grad_rgb.data_ptr<float>();
+  g.g_depth = grad_depth.data_ptr<float>();
+  g.g_wsum = grad_wsum.data_ptr<float>();
+  g.g_planes = g_planes.data_ptr<float>();
+  g.g_w1t = g_w1t.data_ptr<float>();
+  g.g_b1 = g_b1.data_ptr<float>();
+  g.g_w2t = g_w2t.data_ptr<float>();
+  g.g_b2 = g_b2.data_ptr<float>();
+  g.g_origins = g_origins.data_ptr<float>();
+  g.g_dirs = g_dirs.data_ptr<float>();
+  check_launch(rc::render_bwd(g, c10::cuda::getCurrentCUDAStream()), "render_backward");
+  // Back to the op's shapes: the decoder's untransposed and unpadded, the planes' unpadded.
+  return {C == rc::kC ? g_planes : g_planes.narrow(4, 0, C).contiguous(),
+          g_w1t.narrow(0, 0, C).narrow(1, 0, hd).t().contiguous(), g_b1.narrow(0, 0, hd).contiguous(),
+          g_w2t.narrow(0, 0, hd).narrow(1, 0, o1).t().contiguous(), g_b2.narrow(0, 0, o1).contiguous(), g_origins,
+          g_dirs};
 }
 
 }  // namespace
@@ -215,6 +286,7 @@ TORCH_LIBRARY_FRAGMENT(rtgaze_fast, m) {
   m.def("march_cuda" RTGAZE_SCHEMA_MARCH);
   m.def("importance_cuda" RTGAZE_SCHEMA_IMPORTANCE);
   m.def("render_cuda" RTGAZE_SCHEMA_RENDER);
+  m.def("render_backward_cuda" RTGAZE_SCHEMA_RENDER_BACKWARD);
 }
 
 TORCH_LIBRARY_IMPL(rtgaze_fast, CUDA, m) {
@@ -222,4 +294,5 @@ TORCH_LIBRARY_IMPL(rtgaze_fast, CUDA, m) {
   m.impl("march_cuda", &march_cuda);
   m.impl("importance_cuda", &importance_cuda);
   m.impl("render_cuda", &render_cuda);
+  m.impl("render_backward_cuda", &render_backward_cuda);
 }

@@ -9,11 +9,36 @@ RTG_HD float rtg_interval_alpha(float t0, float t1, float sigma0, float sigma1) 
   return 1.0f - rtg_exp(-s * (t1 - t0));
 }
 
-RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
-  const float alpha = rtg_interval_alpha(t0, t1, sigma0, sigma1);
+// An interval's weight from its alpha; T, the transmittance before it, is updated. Apart from
+// rtg_interval_alpha so that a warp computes every alpha in parallel and one lane runs this scan.
+RTG_HD float rtg_march_weight(float alpha, float* T) {
   const float wk = alpha * *T;
   *T *= 1.0f - alpha + 1e-10f;
   return wk;
+}
+
+RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
+  return rtg_march_weight(rtg_interval_alpha(t0, t1, sigma0, sigma1), T);
+}
+
+// Coarse depth k of N on [lo, hi] from its stratified noise u (linear, or linear in disparity).
+RTG_HD float rtg_coarse_depth(int k, int N, float u, float lo, float hi, bool disparity) {
+  if (disparity) {
+    const float s = static_cast<float>(k) / (N - 1) + u * (1.0f / (N - 1));
+    return 1.0f / (1.0f / lo * (1.0f - s) + 1.0f / hi * s);
+  }
+  const float step = (hi - lo) / (N - 1);
+  return lo + static_cast<float>(k) / (N - 1) * (hi - lo) + u * step;
+}
+
+// Both depth lists are sorted (u is sorted by the host, the inverse CDF is monotone): their merge
+// order, ord[k] = x for coarse sample x, N + y for fine sample y (coarse first on ties).
+RTG_HD void rtg_merge_order(const float* tc, int N, const float* tf, int Nf, int* ord) {
+  int x = 0, y = 0;
+  for (int k = 0; k < N + Nf; ++k) {
+    const bool take_coarse = y >= Nf || (x < N && tc[x] <= tf[y]);
+    ord[k] = take_coarse ? x++ : N + y++;
+  }
 }
 
 // Composite S samples: interval weights into w[S-1] (may be null), colour into rgb[O] (white
@@ -81,14 +106,18 @@ RTG_HD float rtg_sample_pdf(const float* bins, const float* cdf, int N, float u)
   return rtg_sample_pdf_from(bins, cdf, N, u, &start);
 }
 
-// The backward of rtg_march for one ray (the same S sorted samples): from the upstream gradients
-// of its colour g_rgb[O], unclamped depth g_depth and weight sum g_wsum, the gradients of every
-// sample's raw density g_sigma[S] and colour g_col[S*O] (both overwritten). Nothing flows to the
-// depths (constants of the backward, as in EG3D). Depth's gradient enters only where the weights
-// sum to more than 0 (the reference divides by 1 elsewhere). scratch: 3 * (S - 1) floats.
-RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
-                               const float* g_rgb, float g_depth, float g_wsum, float* g_sigma, float* g_col,
-                               float* scratch) {
+// The backward of rtg_march for one ray (the same S sorted samples) from the upstream gradients of
+// its unclamped depth g_depth and weight sum g_wsum, and its colour's through two callbacks:
+// dot(k), the colour gradient's dot with interval k's midpoint colour, 2 g_rgb . (c_k + c_k+1) / 2;
+// col_grad(k, h), called once per interval: samples k and k+1 each get h * 2 g_rgb of colour
+// gradient. g_white: the sum of 2 g_rgb (the white background's term). Writes every sample's raw
+// density gradient g_sigma[S]. Nothing flows to the depths (constants of the backward, as in EG3D).
+// Depth's gradient enters only where the weights sum to more than 0 (the reference divides by 1
+// elsewhere). scratch: 3 * (S - 1) floats. The CUDA backward calls this with per-sample dots.
+template <class Dot, class ColGrad>
+RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, bool white_back, float g_white,
+                                    float g_depth, float g_wsum, Dot dot, ColGrad col_grad, float* g_sigma,
+                                    float* scratch) {
   float* alpha = scratch;           // alpha_k
   float* trans = scratch + S - 1;   // T_k, the transmittance before interval k
   float* g_w = trans + S - 1;       // dL/dw_k
@@ -103,28 +132,13 @@ RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* 
     D += wk * ((t[k] + t[k + 1]) * 0.5f);
   }
   // rgb = 2 (sum_k w_k c_mid_k [+ 1 - W]) - 1; depth = sum_k w_k t_mid_k / W where W > 0.
-  float g_white = 0.0f;
-  for (int o = 0; o < O; ++o) g_white += 2.0f * g_rgb[o];
   const float g_common = g_wsum - (white_back ? g_white : 0.0f);
   const bool hit = W > 0.0f;
   const float depth = hit ? D / W : 0.0f;
   const float g_d = hit ? g_depth / W : 0.0f;
-  for (int i = 0; i < S * O; ++i) g_col[i] = 0.0f;
   for (int k = 0; k + 1 < S; ++k) {
-    const float* c0 = col + k * O;
-    const float* c1 = c0 + O;
-    float* g0 = g_col + k * O;
-    float* g1 = g0 + O;
-    const float half_w = 0.5f * alpha[k] * trans[k];
-    float acc = 0.0f;
-    RTG_CHANNEL_LOOP
-    for (int o = 0; o < O; ++o) {
-      const float gc = 2.0f * g_rgb[o];
-      acc += gc * ((c0[o] + c1[o]) * 0.5f);
-      g0[o] += half_w * gc;
-      g1[o] += half_w * gc;
-    }
-    g_w[k] = acc + g_common + g_d * ((t[k] + t[k + 1]) * 0.5f - depth);
+    col_grad(k, 0.5f * alpha[k] * trans[k]);
+    g_w[k] = dot(k) + g_common + g_d * ((t[k] + t[k + 1]) * 0.5f - depth);
   }
   // w_k = alpha_k T_k with T_k = prod_{l<k} (1 - alpha_l + 1e-10): from the back,
   // Q_k = sum_{j>k} g_w_j alpha_j prod_{k<l<j} (1 - alpha_l + 1e-10) and dL/dalpha_k = T_k (g_w_k - Q_k)
@@ -143,4 +157,33 @@ RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* 
     g_sigma[k] += 0.5f * g_x;
     g_sigma[k + 1] += 0.5f * g_x;
   }
+}
+
+// rtg_march_backward_core with the colours at hand: col[S*O] in, every sample's colour gradient
+// g_col[S*O] out (overwritten).
+RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
+                               const float* g_rgb, float g_depth, float g_wsum, float* g_sigma, float* g_col,
+                               float* scratch) {
+  float g_white = 0.0f;
+  for (int o = 0; o < O; ++o) g_white += 2.0f * g_rgb[o];
+  for (int i = 0; i < S * O; ++i) g_col[i] = 0.0f;
+  auto dot = [&](int k) {
+    const float* c0 = col + k * O;
+    const float* c1 = c0 + O;
+    float acc = 0.0f;
+    RTG_CHANNEL_LOOP
+    for (int o = 0; o < O; ++o) acc += 2.0f * g_rgb[o] * ((c0[o] + c1[o]) * 0.5f);
+    return acc;
+  };
+  auto col_grad = [&](int k, float half_w) {
+    float* g0 = g_col + k * O;
+    float* g1 = g0 + O;
+    RTG_CHANNEL_LOOP
+    for (int o = 0; o < O; ++o) {
+      const float gc = 2.0f * g_rgb[o];
+      g0[o] += half_w * gc;
+      g1[o] += half_w * gc;
+    }
+  };
+  rtg_march_backward_core(t, sigma, S, white_back, g_white, g_depth, g_wsum, dot, col_grad, g_sigma, scratch);
 }

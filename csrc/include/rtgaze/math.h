@@ -73,3 +73,16 @@ RTG_HD float rtg_softplus(float x) { return rtg_softplus_from(x, rtg_softplus_ex
 RTG_HD float rtg_widened_sigmoid(float x) {
   return 1.0f / (1.0f + rtg_exp(-x)) * (1.0f + 2.0f * 0.001f) - 0.001f;
 }
+
+#ifdef __CUDACC__
+// The same two on the GPU's special-function unit (MUFU.EX2 / LG2 / RCP, ~2 ulp on the range used):
+// the CUDA kernels' tf32, fp16 and bf16 modes, whose bounds are >= 5e-3 (rtgaze_fast/precision.py);
+// the fp32 mode keeps the accurate functions above.
+__device__ __forceinline__ float rtg_softplus_fast(float x) {
+  const float sp = fmaxf(x, 0.0f) + __logf(1.0f + __expf(-fabsf(x)));
+  return x > 20.0f ? x : sp;
+}
+__device__ __forceinline__ float rtg_widened_sigmoid_fast(float x) {
+  return __fdividef(1.0f, 1.0f + __expf(-x)) * (1.0f + 2.0f * 0.001f) - 0.001f;
+}
+#endif

@@ -1,0 +1,127 @@
+// Host check of the CUDA kernels' index math (rtgaze/tile.h), run by tests/test_cuda_layout.py:
+// every MMA fragment, swizzled weight slot and texel-gather lane covers its elements exactly once,
+// the forward's shared-memory loads are free of bank conflicts, and the shared-memory plans fit.
+// Prints one line per failed check and exits non-zero if any.
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "rtgaze/tile.h"
+
+using namespace rtg_tile;
+static int failures = 0;
+#define CHECK(cond, ...)                \
+  do {                                  \
+    if (!(cond)) {                      \
+      std::printf("FAIL: " __VA_ARGS__); \
+      std::printf("\n");                \
+      ++failures;                       \
+    }                                   \
+  } while (0)
+
+// Every cell of a rows x cols grid hit exactly once by f(lane, e, &r, &c) over 32 lanes x elems.
+template <class F>
+static void covers_once(const char* what, int rows, int cols, int elems, F f) {
+  std::vector<int> hits(rows * cols, 0);
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int e = 0; e < elems; ++e) {
+      int r, c;
+      f(lane, e, &r, &c);
+      CHECK(r >= 0 && r < rows && c >= 0 && c < cols, "%s: lane %d element %d -> (%d, %d) out of range", what, lane, e, r, c);
+      if (r >= 0 && r < rows && c >= 0 && c < cols) ++hits[r * cols + c];
+    }
+  }
+  for (int i = 0; i < rows * cols; ++i) CHECK(hits[i] == 1, "%s: (%d, %d) covered %d times", what, i / cols, i % cols, hits[i]);
+}
+
+// The most lanes of one shared-memory wavefront that hit the same bank at different words:
+// 32-bit loads are one wavefront per warp; 64-bit loads one per half-warp.
+static int conflict_degree(const std::vector<long>& words, int width_words) {
+  const int group = width_words == 1 ? 32 : 16;
+  int worst = 1;
+  for (int g0 = 0; g0 < 32; g0 += group) {
+    for (int bank = 0; bank < 32; ++bank) {
+      std::vector<long> distinct;
+      for (int l = g0; l < g0 + group; ++l) {
+        for (int w = 0; w < width_words; ++w) {
+          const long word = words[l] + w;
+          if (word % 32 != bank) continue;
+          bool seen = false;
+          for (long d : distinct) seen = seen || d == word;
+          if (!seen) distinct.push_back(word);
+        }
+      }
+      if (static_cast<int>(distinct.size()) > worst) worst = static_cast<int>(distinct.size());
+    }
+  }
+  return worst;
+}
+
+int main() {
+  for (int kind : {kTf32Kind, kF16Kind}) {
+    const char* name = kind == kTf32Kind ? "tf32" : "f16";
+    char what[64];
+    std::snprintf(what, sizeof(what), "%s A", name);
+    covers_once(what, 16, k_step(kind), a_elems(kind), [&](int l, int e, int* r, int* c) { a_elem(kind, l, e, r, c); });
+    std::snprintf(what, sizeof(what), "%s B", name);
+    covers_once(what, k_step(kind), 8, b_elems(kind), [&](int l, int e, int* k, int* n) { b_elem(kind, l, e, k, n); });
+    // Swizzled weights: the builder's slot -> (k, n) (as csrc/cuda/tile.cuh's swizzle_weights) and
+    // swizzled_index agree, and the slots of a K x N matrix are a permutation.
+    const int shapes[4][2] = {{kC, kHidden}, {kHidden, kOut1Pad}, {kOut1Pad, kHidden}, {kHidden, kC}};
+    for (const auto& sh : shapes) {
+      const int K = sh[0], N = sh[1], n_tiles = N / 8, elems = b_elems(kind), per_tile = 32 * elems;
+      if (K % k_step(kind) != 0) continue;  // W2^T (K = 40) is a tf32-only operand (the backward)
+      std::vector<int> hits(K * N, 0);
+      for (int i = 0; i < K * N; ++i) {
+        const int tile_i = i / per_tile, within = i % per_tile, lane = within / elems, e = within % elems;
+        int k, n;
+        b_elem(kind, lane, e, &k, &n);
+        k += (tile_i / n_tiles) * k_step(kind);
+        n += (tile_i % n_tiles) * 8;
+        CHECK(k < K && n < N, "%s swizzle %dx%d: slot %d -> (%d, %d)", name, K, N, i, k, n);
+        if (k < K && n < N) {
+          ++hits[k * N + n];
+          CHECK(swizzled_index(kind, n_tiles, k, n) == i, "%s swizzle %dx%d: (%d, %d) at %d, index says %d", name, K, N,
+                k, n, i, swizzled_index(kind, n_tiles, k, n));
+        }
+      }
+      for (int i = 0; i < K * N; ++i) CHECK(hits[i] == 1, "%s swizzle %dx%d: (%d, %d) %d times", name, K, N, i / N, i % N, hits[i]);
+    }
+    // The forward's A loads from the activation tile (stride tile_ld): tf32 one word per element,
+    // f16 one 64-bit pair per register; conflict-free.
+    const int ld = tile_ld(kind);
+    for (int e = 0; e < a_elems(kind); e += kind == kTf32Kind ? 1 : 2) {
+      std::vector<long> words(32);
+      for (int lane = 0; lane < 32; ++lane) {
+        int r, c;
+        a_elem(kind, lane, e, &r, &c);
+        words[lane] = static_cast<long>(r) * ld + c;
+      }
+      const int deg = conflict_degree(words, kind == kTf32Kind ? 1 : 2);
+      CHECK(deg == 1, "%s A load, element %d: %d-way bank conflict at stride %d", name, e, deg, ld);
+    }
+  }
+  covers_once("C", 16, 8, 4, [](int l, int e, int* r, int* c) { c_elem(l, e, r, c); });
+  // The gather: (row, channel) of the 16 x kC feature tile, over lanes, passes and a lane's V channels.
+  for (int bytes : {4, 2}) {
+    const int V = gather_vec(bytes), passes = gather_passes(bytes);
+    covers_once(bytes == 4 ? "gather fp32" : "gather 16-bit", kRows, kC, passes * V, [&](int l, int e, int* r, int* c) {
+      int ch0;
+      gather_lane(bytes, l, e / V, r, &ch0);
+      *c = ch0 + e % V;
+    });
+    CHECK(V * bytes == 16, "gather: %d-byte channels, %d per lane is not one 16-byte load", bytes, V);
+  }
+  // Shared-memory plans (opt-in limits per block: sm_90 227 KiB, sm_86/89 99 KiB, sm_75 64 KiB).
+  const int sm90 = 232448, sm86 = 101376, sm75 = 65536;
+  CHECK(warps_for(fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 96, 48, 4), sm90, 4) == 4, "fwd 48+48 fp32 sm_90");
+  CHECK(warps_for(fwd_block_bytes(kF16Kind), fwd_warp_bytes(kF16Kind, 96, 48, 2), sm90, 4) == 4, "fwd 48+48 fp16 sm_90");
+  CHECK(warps_for(fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 192, 96, 4), sm75, 4) >= 1, "fwd 96+96 sm_75");
+  CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm90, 4) == 4, "bwd 48+48 sm_90");
+  CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(192, 96), sm86, 4) >= 1, "bwd 96+96 sm_86");
+  std::printf("fwd 48+48 fp32: block %d + %d per warp bytes; bwd 48+48: block %d + %d per warp; bwd on sm_75: %d warps\n",
+              fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 96, 48, 4), bwd_block_bytes(), bwd_warp_bytes(96, 48),
+              warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm75, 4));
+  std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);
+  return failures ? 1 : 0;
+}
