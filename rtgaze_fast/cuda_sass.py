@@ -222,6 +222,22 @@ def analyse_source(source: str, tools: dict, workdir: Path, arch: str = ARCH) ->
     return out
 
 
+def dynamic_smem(name: str) -> dict:
+    """A warp-tile kernel's dynamic shared memory per block with 4 warps (sm_90), at 48+48 and 96+96."""
+    from . import perf_model as pm
+    out = {}
+    for n in (48, 96):
+        if name.startswith("render_backward"):
+            block, warp = pm.cuda_bwd_smem(2 * n, n)
+        elif name.startswith("render_kernel"):
+            block, warp = pm.cuda_fwd_smem("kFp16" in name or "kBf16" in name, 2 * n, n)
+        else:  # sample_decode: the weights and one activation tile per warp
+            half = "kFp16" in name or "kBf16" in name
+            block, warp = pm.cuda_fwd_smem(half)[0], pm.ROWS * pm.cuda_tile_ld(half) * 4
+        out[f"{n}+{n}"] = block + pm.MAX_WARPS * warp
+    return out
+
+
 def _version(tool: str) -> str:
     try:
         lines = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60).stdout.splitlines()
@@ -242,6 +258,9 @@ def collect(arch: str = ARCH) -> dict:
     with tempfile.TemporaryDirectory() as d:
         for src in build_config.CUDA_KERNEL_SOURCES:
             kernels.update(analyse_source(src, tools, Path(d), arch))
+    for name in TILE_KERNELS:  # sized at launch, so not in the binary: the plan (csrc/include/rtgaze/tile.h)
+        if name in kernels:
+            kernels[name]["dynamic_shared_bytes"] = dynamic_smem(name)
     return {
         "what": "static SASS of the CUDA kernels (no GPU run): per-kernel registers, spills, shared memory, "
                 "local stack and instruction mix; static counts, a loop body counts once",
@@ -250,7 +269,8 @@ def collect(arch: str = ARCH) -> dict:
         "cuobjdump": _version(tools["cuobjdump"]),
         "nvcc_flags": [f for f in build_config.NVCC_FLAGS if f != "-Xptxas=-v"],
         "samples_note": "N and N_f are run-time arguments: one binary per precision serves 48+48 and 96+96 "
-                        "(up to kMaxSamples=192 per ray), so these figures hold for both",
+                        "(up to kMaxSamples=192 per ray); the warp-tile kernels' shared memory is sized at launch "
+                        "(dynamic_shared_bytes: 4 warps per block)",
         "kernels": kernels,
     }
 

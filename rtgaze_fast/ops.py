@@ -47,8 +47,8 @@ NAMESPACE = "rtgaze_fast"
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 FUSED_BACKENDS = ("cuda", "triton", "cpu")
 BACKENDS = ("torch",) + FUSED_BACKENDS + ("auto",)
-# Precision modes each fused backend implements (the C++ CPU kernels are fp32 only; CUDA's tf32
-# mode runs its fp32 kernels, fp16/bf16 put the MLP on tensor cores).
+# Precision modes each fused backend implements (the C++ CPU kernels are fp32 only; CUDA runs its
+# decoder on tensor cores in every mode: 3xTF32 for fp32, tf32, fp16, bf16).
 BACKEND_PRECISIONS = {"cuda": PRECISIONS, "triton": PRECISIONS, "cpu": ("fp32",)}
 
 SCHEMAS: Dict[str, str] = {

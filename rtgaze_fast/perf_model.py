@@ -15,17 +15,24 @@ per SM will be slower than predicted. The floor is that of an ideal fused render
 mode's fastest units, each texel line read once per tap from L2.
 
 Kernel structure, read from the sources:
-- CUDA ``render_kernel`` (fp32, tf32) and ``render_half_kernel`` (fp16/bf16): one thread per ray.
-  Every sample is decoded twice: the density pass (features + FC1 + the sigma row of FC2) and,
-  after the weights, the colour pass (features + the whole MLP). A texel's 32 channels are read
-  by 32 scalar loads (``LDG.E`` / ``LDG.E.U16``, no 128-bit loads in the SASS), and the 32 lanes
-  of a warp read 32 different rays' texels: each warp load touches ~32 lines, so 32 wavefronts.
-  fp32 MLP on CUDA cores (FFMA); fp16/bf16 MLP on tensor cores (WMMA -> HMMA). Accurate math:
-  exp is one MUFU.EX2 plus FFMAs, log a polynomial (no MUFU), division MUFU.RCP plus Newton steps.
+- CUDA ``render_kernel<mode>`` (csrc/cuda/render_fwd.cu): one warp per ray (persistent grid, 4
+  warps per block), samples in 16-row tiles decoded once each on tensor cores (mma.sync: 3xTF32
+  in fp32, i.e. three tf32 MMAs per product, tf32, fp16, bf16; B from shared memory in fragment
+  order, A from an fp32 activation tile), colours kept in shared memory until the ray's weights
+  are known. A texel is read by 16-byte loads over 8 (fp32) or 4 (16-bit) lanes: one 128-byte
+  line per texel, one L1 wavefront. MUFU: EX2 + LG2 (fast, tf32/fp16/bf16) or EX2 + RCP (the
+  accurate log1p, fp32) per hidden unit, EX2 + RCP per colour. The ray's serial steps (the
+  transmittance scan, the pdf, the merge) run on one lane: latency, not modelled.
+- CUDA ``render_backward_kernel<mode>`` (render_bwd.cu): the same warp per ray; the forward decode
+  again (raw density and colour dot), then per 16 merged samples the decoder recomputed and its
+  four backward products (dL/dh, dL/dfeatures, dW2, dW1) on tf32-family MMAs (3xTF32 in fp32),
+  the taps read once more for the position gradient, and fp32 atomics (128-bit on sm_90) into the
+  planes' gradient; the decoder's gradient by shared-memory atomics.
 - Triton ``render``: one ray per program, a (samples, C) tile per tap loaded with contiguous
   channels (one line per texel: 1 wavefront per 128 bytes), one decode per sample (colours
   kept), MLP by ``tl.dot`` (tensor cores in tf32/fp16/bf16; fp32 with input_precision='ieee' runs
   on CUDA cores).
+Shared-memory traffic (128 bytes per SM per clock) is modelled for the CUDA kernels only.
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ class Gpu:
     l1_lines_per_sm_clk: float  # L1 wavefronts (128-byte lines) per SM per clock
     l2_tbps: float            # L2 -> SM bandwidth (assumed, not published)
     dram_tbps: float
+    smem_bytes_per_sm_clk: int = 128
     regs_per_sm: int = 65536
     max_warps_per_sm: int = 64
     max_ctas_per_sm: int = 32
@@ -61,7 +69,7 @@ _SRC = ("NVIDIA H100 / H200 SXM datasheets (FP32 67 TFLOPS, TF32 494.5 / FP16 an
         "tensor core, HBM3 3.35 TB/s (H100), HBM3e 4.8 TB/s (H200), 132 SMs at 1.98 GHz boost); MUFU: CUDA C++ "
         "Programming Guide, arithmetic instruction throughput, compute capability 9.0 (16 results/clock/SM for "
         "exp2, rcp, rsqrt, lg2); L1: one 128-byte wavefront per SM per clock (Nsight Compute's L1 model: "
-        "assumption); L2 5.5 TB/s: assumption (not published; measure with a gather microbenchmark)")
+        "assumption); shared memory 128 bytes per SM per clock (32 banks x 4 bytes); L2 5.5 TB/s: assumption (not published; measure with a gather microbenchmark)")
 H100 = Gpu("H100 SXM", 132, 1.98, 67.0, {"tf32": 494.5, "fp16": 989.5, "bf16": 989.5}, 16, 1.0, 5.5, 3.35,
            source=_SRC)
 H200 = Gpu("H200 SXM", 132, 1.98, 67.0, {"tf32": 494.5, "fp16": 989.5, "bf16": 989.5}, 16, 1.0, 5.5, 4.8,
@@ -104,6 +112,7 @@ class Work:
     registers: int
     shared_bytes: int
     note: str = ""
+    smem_traffic: float = 0.0  # bytes read and written in shared memory (CUDA kernels)
 
 
 def _texel_bytes(precision: str) -> int:
@@ -122,27 +131,91 @@ def _io_bytes() -> float:
     return planes + RAYS * per_ray
 
 
+# The CUDA warp-tile kernels (csrc/include/rtgaze/tile.h, mirrored here; tests/test_cuda_layout.py
+# checks the figures against the header): 16-row tiles, the second layer padded to 40 outputs.
+ROWS, O1_PAD, MAX_WARPS = 16, 40, 4
+FC2_PAD = 2 * HD * O1_PAD
+GATHER_FMA = TAPS * C * 2       # the bilinear sums on CUDA cores, per point
+
+
+def _align16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+def cuda_tile_ld(half: bool) -> int:
+    return HD + (8 if half else 4)
+
+
+def cuda_fwd_smem(half: bool, s: int = S, n: int = N) -> tuple:
+    """(block, per-warp) dynamic shared memory of render_kernel (tile.h's fwd_block_bytes / fwd_warp_bytes)."""
+    elem = 2 if half else 4
+    block = _align16((C * HD + HD * O1_PAD) * elem) + _align16((HD + O1_PAD) * 4)
+    warp = _align16(4 * (4 * s + 2 * n + 4)) + _align16(s * O1 * elem) + _align16(ROWS * cuda_tile_ld(half) * 4)
+    return block, warp
+
+
+def cuda_bwd_smem(s: int = S, n: int = N) -> tuple:
+    """(block, per-warp) dynamic shared memory of render_backward_kernel (tile.h's bwd_*_bytes)."""
+    block = (_align16((2 * C * HD + 2 * HD * O1_PAD) * 4) + _align16((HD + O1_PAD) * 4)
+             + _align16((C * HD + HD + HD * O1_PAD + O1_PAD) * 4))
+    warp = _align16(4 * (11 * s + 2 * n + 8)) + _align16(ROWS * (2 * (C + 4) + 2 * (HD + 4) + (O1_PAD + 4)) * 4)
+    return block, warp
+
+
+def _persistent(gpu: "Gpu", regs: int, smem: int) -> int:
+    return ctas_per_sm(gpu, 32 * MAX_WARPS, regs, smem) * gpu.sms
+
+
 def cuda_render(precision: str, sass: Optional[dict]) -> Work:
     half = precision in ("fp16", "bf16")
     points = RAYS * S
     tb = _texel_bytes(precision)
-    flops = points * (FC1 + FC2_SIGMA) + points * (FC1 + FC2_FULL)  # density pass + colour pass
-    mufu = points * (_mufu_per_decode(False) + _mufu_per_decode(True) + 2)  # + the march's exp, rcp
-    # Per decoded point: 12 taps x 32 scalar loads, each a warp load over 32 rays' lines: 32 wavefronts
-    # per warp load = 1 per lane; lines stay in L1 across a texel's 32 loads, so L2 sees one line (or
-    # half a line in 16-bit) per tap and point.
-    loads_per_point = TAPS * C
-    wavefronts = 2 * points * loads_per_point
-    l2 = 2 * points * TAPS * max(C * tb, 32)
-    name = "render_half_kernel<__half>" if precision == "fp16" else (
-        "render_half_kernel<__nv_bfloat16>" if precision == "bf16" else "render_kernel")
+    passes = 3 if precision == "fp32" else 1  # 3xTF32: three tf32 MMAs per product
+    tensor = points * (FC1 + FC2_PAD) * passes
+    # MUFU: two per hidden unit, two per colour (see the module docstring), ~6 for the march's alphas.
+    mufu = points * (2 * HD + 2 * (O1 - 1) + 6)
+    # Shared memory per 16-row tile: the weights' B fragments (read once per tile), the A loads
+    # (features, hidden), the tile's writes (features, hidden), colours stored and read back.
+    w_bytes = (C * HD + HD * O1_PAD) * (2 if half else 4)
+    tile_bytes = w_bytes + 2 * ROWS * (C + HD) * 4 + 2 * ROWS * (O1 - 1) * (2 if half else 4)
+    name = f"render_kernel<{_ENUM[precision]}>"
     k = (sass or {}).get("kernels", {}).get(name, {})
-    threads = 64 if half else 128
-    return Work(name, "cuda", precision, 0.0 if half else flops, flops if half else 0.0, mufu, wavefronts, l2,
-                _io_bytes(), threads, math.ceil(RAYS / threads), k.get("registers", 168 if not half else 154),
-                k.get("shared_bytes", 36288 if half else 18052),
-                "two decodes per sample; scalar texel loads, 32 lines per warp load"
-                + ("; MLP on tensor cores (HMMA)" if half else "; MLP on CUDA cores (tf32 runs these fp32 kernels)"))
+    block, warp = cuda_fwd_smem(half)
+    smem = block + MAX_WARPS * warp
+    regs = k.get("registers", 128)
+    return Work(name, "cuda", precision, points * GATHER_FMA, tensor, mufu, points * TAPS,
+                points * TAPS * max(C * tb, 32), _io_bytes(), 32 * MAX_WARPS, _persistent(H100, regs, smem), regs,
+                smem, "one warp per ray, 16-sample MMA tiles, one decode per sample; 16-byte coalesced texel loads"
+                + ("; 3xTF32" if precision == "fp32" else ""), points / ROWS * tile_bytes)
+
+
+def cuda_render_backward(precision: str, sass: Optional[dict]) -> Work:
+    points = RAYS * S
+    tb = _texel_bytes(precision)
+    passes = 3 if precision == "fp32" else 1
+    # The forward decode, the recompute, dL/dh (K = 40), dL/dfeatures, dW2, dW1.
+    per_point = 2 * (FC1 + FC2_PAD) + 2 * O1_PAD * HD + 2 * HD * C + 2 * HD * O1_PAD + 2 * C * HD
+    mufu = points * (2 * (2 * HD + 2 * (O1 - 1)) + 2 * (O1 - 1) + 12)
+    w_bytes = (2 * C * HD + 2 * HD * O1_PAD) * 4
+    tile_bytes = (w_bytes + ROWS * (C + HD) * 4 * 6 + ROWS * O1_PAD * 4 * 4
+                  + (C * HD + HD * O1_PAD) * 4 * 2)  # + the decoder gradient's shared atomics (RMW)
+    name = f"render_backward_kernel<{_ENUM[precision]}>"
+    k = (sass or {}).get("kernels", {}).get(name, {})
+    block, warp = cuda_bwd_smem()
+    smem = block + MAX_WARPS * warp
+    regs = k.get("registers", 192)
+    line = max(C * tb, 32)
+    # Texels read three times (forward decode, recompute, taps backward); the planes' gradient:
+    # 12 fp32 texel lines of atomics per point (read-modify-write at L2).
+    l2 = points * TAPS * (3 * line + 2 * C * 4)
+    dram = _io_bytes() + 2 * 3 * PLANE * PLANE * C * 4
+    return Work(name, "cuda", precision, points * 5 * GATHER_FMA, points * per_point * passes, mufu,
+                points * TAPS * 4, l2, dram, 32 * MAX_WARPS, _persistent(H100, regs, smem), regs, smem,
+                "recompute backward: forward decode, then decoder backward on tf32-family MMAs per 16 merged "
+                "samples; planes' gradient by fp32 atomics", points / ROWS * tile_bytes)
+
+
+_ENUM = {"fp32": "kFp32", "tf32": "kTf32", "fp16": "kFp16", "bf16": "kBf16"}
 
 
 def triton_render(precision: str, lowering: Optional[dict]) -> Work:
@@ -178,6 +251,20 @@ def floor_work(precision: str) -> Work:
                 points * TAPS * C * tb, _io_bytes(), 256, 10 ** 6, 64, 0, "spec's floor")
 
 
+def floor_backward_work(precision: str) -> Work:
+    """The ideal fused backward: one recompute decode and the four backward products (unpadded) on the
+    mode's fastest units (fp32: CUDA cores; the others tf32 tensor cores), texel lines read twice,
+    the planes' gradient written once per tap."""
+    points = RAYS * S
+    tb = _texel_bytes(precision)
+    flops = points * (2 * (FC1 + FC2_FULL) + 2 * (2 * HD * O1) + 2 * (2 * C * HD))
+    tc = precision != "fp32"
+    return Work("floor", "ideal", "tf32" if tc else "fp32", 0.0 if tc else flops, flops if tc else 0.0,
+                points * (2 * _mufu_per_decode(True) + 4), points * TAPS * 2,
+                points * TAPS * (2 * C * tb + C * 4), _io_bytes() + 2 * 3 * PLANE * PLANE * C * 4, 256, 10 ** 6, 64,
+                0, "ideal backward")
+
+
 def predict(w: Work, gpu: Gpu) -> dict:
     clk = gpu.clock_ghz * 1e9
     terms = {
@@ -187,6 +274,7 @@ def predict(w: Work, gpu: Gpu) -> dict:
         "l1_wavefronts": w.l1_wavefronts / (gpu.l1_lines_per_sm_clk * gpu.sms * clk),
         "l2": w.l2_bytes / (gpu.l2_tbps * 1e12),
         "dram": w.dram_bytes / (gpu.dram_tbps * 1e12),
+        "shared": w.smem_traffic / (gpu.smem_bytes_per_sm_clk * gpu.sms * clk),
     }
     per_sm = ctas_per_sm(gpu, w.threads, w.registers, w.shared_bytes)
     imbalance = math.ceil(w.ctas / gpu.sms) * gpu.sms / w.ctas if w.ctas < 10 ** 6 else 1.0
@@ -210,20 +298,25 @@ def _load(name: str) -> Optional[dict]:
 def model() -> dict:
     sass, lowering = _load("cuda_sm90_sass.json"), _load("triton_sm90_lowering.json")
     rows: List[dict] = []
+
+    def add(w: Work, floor: Work, direction: str):
+        row = {k: v for k, v in asdict(w).items()}
+        row["direction"] = direction
+        row["per_gpu"] = {}
+        for g in GPUS:
+            pr, fl = predict(w, g), predict(floor, g)
+            pr["floor_us"], pr["floor_bound"] = fl["predicted_us"], fl["bound"]
+            row["per_gpu"][g.name] = pr
+        rows.append(row)
+
     for precision in ("fp32", "tf32", "fp16", "bf16"):
-        floor = {g.name: predict(floor_work(precision), g) for g in GPUS}
         for w in (cuda_render(precision, sass), triton_render(precision, lowering)):
-            row = {k: v for k, v in asdict(w).items()}
-            row["per_gpu"] = {}
-            for g in GPUS:
-                pr = predict(w, g)
-                pr["floor_us"] = floor[g.name]["predicted_us"]
-                pr["floor_bound"] = floor[g.name]["bound"]
-                row["per_gpu"][g.name] = pr
-            rows.append(row)
+            add(w, floor_work(precision), "forward")
+        add(cuda_render_backward(precision, sass), floor_backward_work(precision), "backward")
     return {
-        "what": "performance MODEL (estimates, no GPU run) of one 128x128 render, 48+48 samples, batch 1; "
-                "to be replaced by measurements",
+        "what": "performance MODEL: PREDICTED times (estimates from the compiler's figures and peak rates, no GPU "
+                "run, nothing measured) of one 128x128 render, 48+48 samples, batch 1, forward and the CUDA "
+                "backward; to be replaced by measurements",
         "shape": {"rays": RAYS, "N": N, "N_f": NF, "C": C, "hidden": HD, "out1": O1, "plane": PLANE},
         "gpus": {g.name: asdict(g) for g in GPUS},
         "rows": rows,
@@ -232,7 +325,7 @@ def model() -> dict:
 
 def format_model(m: dict) -> str:
     g0, g1 = (g for g in m["gpus"])
-    lines = ["GPU performance MODEL (estimates, not measurements): 128x128, 48+48 samples, batch 1",
+    lines = ["GPU performance MODEL, PREDICTED (estimates, not measurements): 128x128, 48+48 samples, batch 1",
              f"{'backend':7s} {'mode':5s} {'kernel':34s} {'GFLOP':>6s} {'MUFU M':>7s} {'L1 wf M':>8s} {'L2 GB':>6s} "
              f"{'CTA/SM':>6s} {'bound':>13s} {g0 + ' us':>12s} {'floor':>6s} {g1 + ' us':>12s} {'floor':>6s}"]
     for r in m["rows"]:

@@ -38,9 +38,10 @@ def test_cu_compiles_for_default_archs(source, tmp_path):
            *build_config.nvcc_gencode_flags(build_config.DEFAULT_CUDA_ARCH_LIST)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    # One architecture spills 4 bytes of the fused render kernel (168 registers); more is a regression.
+    # No kernel spills on any architecture (the warp-tile kernels keep their fragments in registers,
+    # sm_75's FFMA fallback included).
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", res.stderr)]
-    assert spills and max(spills) <= 16, f"register spills: {res.stderr}"
+    assert spills and max(spills) == 0, f"register spills: {res.stderr}"
 
 
 def test_cuda_glue_compiles_against_the_cpu_wheel_headers():

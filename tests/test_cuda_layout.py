@@ -20,3 +20,11 @@ def test_tile_layouts_cover_every_element_once(tmp_path):
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "all checks passed" in run.stdout, run.stdout + run.stderr
+    # The performance model's shared-memory figures are the header's.
+    from rtgaze_fast import perf_model as pm
+    plans = [line.split()[1:] for line in run.stdout.splitlines() if line.startswith("plan ")]
+    assert len(plans) == 6
+    for direction, kind, s, block, warp in plans:
+        s, want = int(s), (int(block), int(warp))
+        got = pm.cuda_bwd_smem(s, s // 2) if direction == "bwd" else pm.cuda_fwd_smem(kind == "f16", s, s // 2)
+        assert got == want, (direction, kind, s, got, want)

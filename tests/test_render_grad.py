@@ -1,6 +1,8 @@
 """Fused backward passes against autograd of the reference renderer (the oracle, which equals
 EG3D's own autograd): gradients of the planes, the decoder's raw parameters (through the
-equalised-lr gains), the ray origins and directions, over the options' full sweep.
+equalised-lr gains), the ray origins and directions, over the options' full sweep. ``cuda`` joins
+the sweep where a CUDA device is present (the reference stays on the CPU); without one it skips,
+and fails where RTGAZE_FAST_REQUIRE names cuda (benchmarks/gpu_suite.sh).
 
 Each output gets a random upstream gradient (depth's only where the reference's weights_sum >
 DEPTH_WSUM_MIN, where the spec defines it). Gradients are compared relative to each one's largest
@@ -9,12 +11,15 @@ must come out finite. A backend this machine should have is never skipped: a mis
 fails (``TRAINING_BACKENDS``)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import rtgaze_fast as rf
 from rtgaze_fast import ops
 from rtgaze_fast.precision import DEPTH_WSUM_MIN
+from require import skip_or_fail
 from scenes import make_scene
 
 # Fused backends with a backward, and where they run on this (GPU-less) machine: triton in its
@@ -24,12 +29,35 @@ GRAD_RTOL = 1e-4
 GRAD_NAMES = ("planes", "w1", "b1", "w2", "b2", "ray_origins", "ray_directions")
 
 
-@pytest.fixture(params=TRAINING_BACKENDS)
+@pytest.fixture(params=TRAINING_BACKENDS + ("cuda",))
 def backend(request):
+    if request.param == "cuda":
+        why = "no CUDA device" if not torch.cuda.is_available() else ops.why_unavailable("cuda", "cuda")
+        if why is not None:
+            skip_or_fail("cuda", f"backend 'cuda': {why}")
+        assert ops.has_backward("cuda"), "backend 'cuda' has no render_backward op"
+        return "cuda"
     why = ops.why_unavailable(request.param, "cpu")
     assert why is None, f"backend {request.param!r} should run here: {why}"
     assert ops.has_backward(request.param), f"backend {request.param!r} has no render_backward op"
     return request.param
+
+
+def device_of(backend):
+    return torch.device("cuda" if backend == "cuda" else "cpu")
+
+
+def on_device(scene, device):
+    """A copy of the scene with its tensors and decoder on ``device``."""
+    if device.type == "cpu":
+        return scene
+    s = copy.copy(scene)
+    s.decoder = copy.deepcopy(scene.decoder).to(device)
+    for name in ("planes", "ray_origins", "ray_directions", "stratified_u", "importance_u"):
+        t = getattr(scene, name)
+        if t is not None:
+            setattr(s, name, t.to(device))
+    return s
 
 
 def _leaves(scene, planes=None):
@@ -42,7 +70,9 @@ def _leaves(scene, planes=None):
 
 
 def render_grads(scene, backend, upstream=None, renderer_kw=None, inject=True):
-    """(outputs, gradients of sum(out * upstream) for GRAD_NAMES, upstream) with ``backend``."""
+    """(outputs, gradients of sum(out * upstream) for GRAD_NAMES, upstream) with ``backend``, on the
+    CPU (a cuda backend renders a copy of the scene on the GPU)."""
+    scene = on_device(scene, device_of(backend))
     planes, *_, origins, dirs = leaves = _leaves(scene)
     for p in scene.decoder.parameters():
         p.grad = None
@@ -52,10 +82,11 @@ def render_grads(scene, backend, upstream=None, renderer_kw=None, inject=True):
     if upstream is None:
         gen = torch.Generator().manual_seed(123)
         upstream = [torch.randn(t.shape, generator=gen) for t in out]
-        upstream[1] = upstream[1] * (out[2].detach() > DEPTH_WSUM_MIN)  # depth: where the spec defines it
-    loss = sum((o * u).sum() for o, u in zip(out, upstream))
+        upstream[1] = upstream[1] * (out[2].detach().cpu() > DEPTH_WSUM_MIN)  # depth: where the spec defines it
+    loss = sum((o * u.to(o.device)).sum() for o, u in zip(out, upstream))
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return out, grads, upstream
+    cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+    return tuple(cpu(o) for o in out), tuple(cpu(g) for g in grads), upstream
 
 
 def grad_errors(grads, ref):
@@ -112,6 +143,8 @@ def test_gradients_with_deterministic_noise(backend):
 
 def test_gradients_with_drawn_noise(backend):
     """Noise drawn by the renderer from the seed: the same numbers reach both paths."""
+    if backend == "cuda":
+        pytest.skip("the renderer draws noise with the tensors' device's generator: CUDA's stream is not the CPU's")
     check_grads(make_scene(seed=6, rays=20, n=10, n_f=9, plane_res=12), backend, inject=False)
 
 
@@ -123,6 +156,10 @@ def test_deterministic_algorithms_give_bitwise_repeatable_gradients(backend):
     s = make_scene(seed=8, batch=2, rays=40, n=8, n_f=8, plane_res=8)
     torch.use_deterministic_algorithms(True)
     try:
+        if backend == "cuda":  # fp32 atomics, no deterministic mode: a clear error instead
+            with pytest.raises(RuntimeError, match="render_backward_cuda"):
+                render_grads(s, backend)
+            return
         a = render_grads(s, backend)[1]
         b = render_grads(s, backend)[1]
     finally:
@@ -141,15 +178,16 @@ def test_cpu_backward_runs_its_tasks_in_parallel():
 
 def test_only_some_inputs_require_grad(backend):
     """Planes only (the decoder frozen, rays constant): the same planes gradient."""
-    s = make_scene(seed=9, rays=16, n=8, n_f=6, plane_res=10)
-    for p in s.decoder.parameters():
+    s0 = make_scene(seed=9, rays=16, n=8, n_f=6, plane_res=10)
+    for p in s0.decoder.parameters():
         p.requires_grad_(False)
-    planes = s.planes.clone().requires_grad_(True)
     grads = []
     for b in ("torch", backend):
+        s = on_device(s0, device_of(b))
+        planes = s.planes.clone().requires_grad_(True)
         out = rf.ImportanceRenderer(backend=b)(planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
                                                stratified_u=s.stratified_u, importance_u=s.importance_u)
-        grads.append(torch.autograd.grad(out[0].square().sum(), planes)[0])
+        grads.append(torch.autograd.grad(out[0].square().sum(), planes)[0].cpu())
     scale = float(grads[0].abs().max())
     assert float((grads[1] - grads[0]).abs().max()) <= GRAD_RTOL * scale
 
@@ -164,7 +202,7 @@ def test_auto_trains_through_the_fused_backend():
 
 
 def test_double_backward_is_a_clear_error(backend):
-    s = make_scene(seed=11, rays=4, n=6, n_f=4, plane_res=8)
+    s = on_device(make_scene(seed=11, rays=4, n=6, n_f=4, plane_res=8), device_of(backend))
     planes = s.planes.clone().requires_grad_(True)
     out = rf.ImportanceRenderer(backend=backend)(planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
                                                  stratified_u=s.stratified_u, importance_u=s.importance_u)

@@ -59,7 +59,8 @@ struct RenderGradParams {
 // Launch on `stream`; the result is the launch's cudaGetLastError().
 cudaError_t render_fwd(const RenderParams& p, cudaStream_t stream);
 cudaError_t sample_decode_fwd(const SampleDecodeParams& p, cudaStream_t stream);
-// cudaErrorInvalidConfiguration: not even one warp's shared memory fits the device (S too large).
+// cudaErrorInvalidConfiguration: not even one warp's shared memory fits the device (S too large);
+// cudaErrorNotSupported: render_bwd on compute capability < 8.0.
 cudaError_t render_bwd(const RenderGradParams& p, cudaStream_t stream);
 // march and importance over P flattened rays; the arrays are as in ops.py (rays flattened).
 cudaError_t march_fwd(const float* rgb, const float* sigma, const float* depths, long long P, int S, int O,

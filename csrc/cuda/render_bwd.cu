@@ -119,8 +119,11 @@ __device__ __forceinline__ bool triplane_backward(const TP* planes_b, float* gpl
   return nan;
 }
 
+// sm_75 (64 KiB of shared memory per block, no tf32 MMA) has no backward: the body is compiled out
+// there and the launcher refuses before launching.
 template <Precision P>
-__global__ void __launch_bounds__(kMaxWarps * 32) render_backward_kernel(const RenderGradParams g) {
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) render_backward_kernel(const RenderGradParams g) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using Op = typename BwdOp<P>::T;
   using TP = typename Mode<P>::Plane;
   constexpr int V = Vec<TP>::V, kLanesPerTexel = kC / V;
@@ -167,20 +170,25 @@ __global__ void __launch_bounds__(kMaxWarps * 32) render_backward_kernel(const R
       gather_tile<TP>(n, [&](int r, float* x) {
         x[0] = o[0] + t[r] * d[0], x[1] = o[1] + t[r] * d[1], x[2] = o[2] + t[r] * d[2];
         return planes_b;
-      }, p.H, p.W, p.box_warp, p.plane_set, m.feat, kLdC);
-      float dots[2] = {0.0f, 0.0f};  // rows g and g + 8 of this lane's fragments
-      decode_tile<Op, false>(m.feat, kLdC, fdec, n, [&](int r, int c, float z) {
-        if (c == 0) m.sig[j0 + r] = z;
-        else dots[r >= 8] += gc[(c) / 8][c & 1] * rtg_widened_sigmoid(z);
+      }, p.H, p.W, p.box_warp, p.plane_set, m.hid, kLdH);  // the decoder's tile: 64 columns
+      float dot_lo = 0.0f, dot_hi = 0.0f;  // rows g and g + 8 of this lane's fragments
+      decode_tile<Op, false>(m.hid, kLdH, fdec, n, [&](int r, int c, int nt, int e, float z) {
+        if (c == 0) {
+          m.sig[j0 + r] = z;
+        } else {
+          const float x = gc[nt][e & 1] * rtg_widened_sigmoid(z);
+          if (r < 8) dot_lo += x;
+          else dot_hi += x;
+        }
       });
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        dots[h] += __shfl_xor_sync(0xffffffffu, dots[h], 1);
-        dots[h] += __shfl_xor_sync(0xffffffffu, dots[h], 2);
-      }
+      // The row's 32 colours are spread over the 4 lanes of its group.
+      dot_lo += __shfl_xor_sync(0xffffffffu, dot_lo, 1);
+      dot_lo += __shfl_xor_sync(0xffffffffu, dot_lo, 2);
+      dot_hi += __shfl_xor_sync(0xffffffffu, dot_hi, 1);
+      dot_hi += __shfl_xor_sync(0xffffffffu, dot_hi, 2);
       const int r = lane >> 2;
-      if ((lane & 3) == 0 && r < n) m.dot[j0 + r] = dots[0];
-      if ((lane & 3) == 0 && r + 8 < n) m.dot[j0 + r + 8] = dots[1];
+      if ((lane & 3) == 0 && r < n) m.dot[j0 + r] = dot_lo;
+      if ((lane & 3) == 0 && r + 8 < n) m.dot[j0 + r + 8] = dot_hi;
     };
     for (int j0 = 0; j0 < N; j0 += kRows) decode(j0, min(kRows, N - j0));
     __syncwarp();
@@ -377,13 +385,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32) render_backward_kernel(const R
     atomicAdd(&g.g_w2t[i], dec.g_w2t[(i / kOut1) * kOut1Pad + i % kOut1]);
   }
   for (int i = threadIdx.x; i < kOut1; i += blockDim.x) atomicAdd(&g.g_b2[i], dec.g_b2[i]);
+#endif
 }
 
 template <Precision P>
 cudaError_t launch(const RenderGradParams& g, cudaStream_t stream) {
   const int S = g.fwd.N + g.fwd.Nf, block = bwd_block_bytes(), warp = bwd_warp_bytes(S, g.fwd.N);
-  int dev = 0, optin = 0, sms = 0;
+  int dev = 0, optin = 0, sms = 0, major = 0;
   cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (major < 8) return cudaErrorNotSupported;
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   const int warps = warps_for(block, warp, optin, kMaxWarps);

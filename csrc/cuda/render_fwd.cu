@@ -44,7 +44,7 @@ template <> __device__ __forceinline__ __half col_from<__half>(float x) { return
 template <Precision P> using ColT = typename std::conditional<sizeof(typename Mode<P>::Plane) == 4, float, __half>::type;
 
 template <Precision P>
-__global__ void __launch_bounds__(kMaxWarps * 32) render_kernel(const RenderParams p) {
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) render_kernel(const RenderParams p) {
   using M = Mode<P>;
   using Op = typename M::Op;
   using TP = typename M::Plane;
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) render_kernel(const RenderPara
         x[0] = o[0] + t[r] * d[0], x[1] = o[1] + t[r] * d[1], x[2] = o[2] + t[r] * d[2];
         return planes_b;
       }, p.H, p.W, p.box_warp, p.plane_set, m.tile, ld);
-      decode_tile<Op, M::kFast>(m.tile, ld, dec, n, [&](int r, int c, float z) {
+      decode_tile<Op, M::kFast>(m.tile, ld, dec, n, [&](int r, int c, int, int, float z) {
         if (c == 0) m.sig[j0 + r] = z;
         else m.col[(j0 + r) * kColLd + c - 1] = col_from<CT>(widened_sigmoid<M::kFast>(z));
       });
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) render_kernel(const RenderPara
 
 // Points in 16-row tiles, one per warp at a time.
 template <Precision P>
-__global__ void __launch_bounds__(kMaxWarps * 32) sample_decode_kernel(const SampleDecodeParams p) {
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) sample_decode_kernel(const SampleDecodeParams p) {
   using M = Mode<P>;
   using Op = typename M::Op;
   using TP = typename M::Plane;
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) sample_decode_kernel(const Sam
       x[0] = p.points[3 * i], x[1] = p.points[3 * i + 1], x[2] = p.points[3 * i + 2];
       return static_cast<const TP*>(p.planes) + (i / p.M) * 3LL * p.H * p.W * kC;
     }, p.H, p.W, p.box_warp, p.plane_set, tile, ld);
-    decode_tile<Op, M::kFast>(tile, ld, dec, n, [&](int r, int c, float z) {
+    decode_tile<Op, M::kFast>(tile, ld, dec, n, [&](int r, int c, int, int, float z) {
       const long long i = i0 + r;
       if (c == 0) p.sigma[i] = z;
       else if (c - 1 < p.O) p.rgb[i * p.O + c - 1] = widened_sigmoid<M::kFast>(z);

@@ -126,9 +126,11 @@ struct Tf32 {
   }
   __device__ static void mma(float* acc, const Frag& f, const View& A, int k0, const W* Bt) {
 #ifdef RTG_TILE_FFMA
+#pragma unroll
     for (int e = 0; e < 4; ++e) {  // exact FFMA fallback: B(k, n) from its swizzled slot
       int r, c;
       c_elem(lane_id(), e, &r, &c);
+#pragma unroll
       for (int k = 0; k < kK; ++k) acc[e] = fmaf(A.at(r, k0 + k), Bt[swizzled_index(kKind, 1, k, c)], acc[e]);
     }
 #else
@@ -139,9 +141,11 @@ struct Tf32 {
   // B(k, n) = B.at(k0 + k, n0 + n) (a tile in shared memory).
   __device__ static void mma_plain(float* acc, const Frag& f, const View& A, int k0, const View& B, int n0) {
 #ifdef RTG_TILE_FFMA
+#pragma unroll
     for (int e = 0; e < 4; ++e) {
       int r, c;
       c_elem(lane_id(), e, &r, &c);
+#pragma unroll
       for (int k = 0; k < kK; ++k) acc[e] = fmaf(A.at(r, k0 + k), B.at(k0 + k, n0 + c), acc[e]);
     }
 #else
@@ -372,8 +376,9 @@ __device__ Dec<Op> load_decoder(const Decoder& d, unsigned char* smem) {
 }
 
 // The OSG decoder of a tile whose features the gather left in tile (stride ld): FC1 on tensor
-// cores, softplus into the same tile (hidden, 16 x kHidden), FC2; emit(r, c, z) for every output
-// c < kOut1 of rows r < n (z: the pre-activation, bias added). Warp-collective.
+// cores, softplus into the same tile (hidden, 16 x kHidden), FC2; emit(r, c, nt, e, z) for every
+// output c < kOut1 of rows r < n (z: the pre-activation, bias added; nt, e: its fragment slot, so
+// per-slot register arrays are indexed at compile time). Warp-collective.
 template <class Op, bool kFast, class Emit>
 __device__ __forceinline__ void decode_tile(float* tile, int ld, const Dec<Op>& dec, int n, Emit emit) {
   const int lane = lane_id();
@@ -404,7 +409,7 @@ __device__ __forceinline__ void decode_tile(float* tile, int ld, const Dec<Op>& 
       int r, c;
       c_elem(lane, e, &r, &c);
       c += nt * 8;
-      if (r < n && c < kOut1) emit(r, c, o[nt][e] + dec.b2[c]);
+      if (r < n && c < kOut1) emit(r, c, nt, e, o[nt][e] + dec.b2[c]);
     }
   }
 }

@@ -119,9 +119,13 @@ int main() {
   CHECK(warps_for(fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 192, 96, 4), sm75, 4) >= 1, "fwd 96+96 sm_75");
   CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm90, 4) == 4, "bwd 48+48 sm_90");
   CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(192, 96), sm86, 4) >= 1, "bwd 96+96 sm_86");
-  std::printf("fwd 48+48 fp32: block %d + %d per warp bytes; bwd 48+48: block %d + %d per warp; bwd on sm_75: %d warps\n",
-              fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 96, 48, 4), bwd_block_bytes(), bwd_warp_bytes(96, 48),
-              warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm75, 4));
+  // The plans in bytes (block, per warp), which rtgaze_fast/perf_model.py mirrors.
+  for (int s : {96, 192}) {
+    std::printf("plan fwd tf32 %d %d %d\n", s, fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, s, s / 2, 4));
+    std::printf("plan fwd f16 %d %d %d\n", s, fwd_block_bytes(kF16Kind), fwd_warp_bytes(kF16Kind, s, s / 2, 2));
+    std::printf("plan bwd tf32 %d %d %d\n", s, bwd_block_bytes(), bwd_warp_bytes(s, s / 2));
+  }
+  CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm75, 4) == 0, "bwd fits sm_75: the launcher's refusal is stale");
   std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);
   return failures ? 1 : 0;
 }
