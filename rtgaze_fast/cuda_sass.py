@@ -78,8 +78,8 @@ def find_tools() -> Dict[str, Optional[str]]:
 
 
 def short_name(mangled: str) -> str:
-    """``render_half_kernel<__half>`` from the mangled symbol (namespaces dropped): the last name of
-    the nested name, and its first template argument when it is a plain type name."""
+    """``render_kernel<kFp16>`` from the mangled symbol (namespaces dropped): the last name of
+    the nested name, and its first template argument when it is a plain type name or a Precision."""
     if not mangled.startswith("_ZN"):
         return mangled
     i, names = 3, []
