@@ -1,4 +1,4 @@
-"""The CUDA kernels' index math on the CPU (no GPU can run them here): csrc/tests/tile_layout_check.cpp
+"""The CUDA kernels' index math on the CPU (no GPU can run them here): tests/cpp/tile_layout_check.cpp
 includes rtgaze/tile.h, the header csrc/cuda/tile.cuh uses, and checks that every mma.sync
 fragment (tf32 m16n8k8, fp16/bf16 m16n8k16: A, B, C), every swizzled weight slot and every lane of
 the texel gather covers its elements exactly once, that the forward's shared-memory A loads are
@@ -15,7 +15,7 @@ def test_tile_layouts_cover_every_element_once(tmp_path):
     assert cxx, "a host C++ compiler is needed (it also builds the CPU extension)"
     exe = tmp_path / "tile_layout_check"
     build = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", f"-I{ROOT / 'csrc/include'}",
-                            str(ROOT / "csrc/tests/tile_layout_check.cpp"), "-o", str(exe)],
+                            str(ROOT / "tests/cpp/tile_layout_check.cpp"), "-o", str(exe)],
                            capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)

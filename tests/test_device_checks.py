@@ -53,10 +53,13 @@ def _op_bodies():
 
 def test_every_cuda_op_checks_every_tensor_against_one_device():
     ops = list(_op_bodies())
-    assert {name for name, _, _ in ops} == {"sample_decode_cuda", "march_cuda", "importance_cuda", "render_cuda"}
+    assert {name for name, _, _ in ops} == {"sample_decode_cuda", "march_cuda", "importance_cuda", "render_cuda",
+                                            "render_backward_cuda"}
     pad = re.search(r"Padded pad_inputs\(.*?\n\}", GLUE, re.S).group(0)
+    inputs = re.search(r"rc::RenderParams render_inputs\(.*?\n\}", GLUE, re.S).group(0)
     for name, params, body in ops:
-        text = body + (pad if "pad_inputs(" in body else "")
+        text = body + (inputs if "render_inputs(" in body else "")
+        text += pad if "pad_inputs(" in text else ""
         for t in params:
             if t == "planes":  # the anchor: check_input(planes, ...), a CUDA tensor; the guard is its device
                 assert "CUDAGuard guard(planes.device())" in body, name

@@ -1,5 +1,5 @@
 // Index math of the CUDA kernels' warp tiles (csrc/cuda/tile.cuh), host and device, so that the
-// CPU can check it (tests/test_cuda_layout.py compiles csrc/tests/tile_layout_check.cpp with g++):
+// CPU can check it (tests/test_cuda_layout.py compiles tests/cpp/tile_layout_check.cpp with g++):
 // which (row, column) of an MMA operand each lane's registers hold, which texel channels a lane
 // gathers, and how much shared memory a block needs.
 //
