@@ -69,7 +69,8 @@ _SRC = ("NVIDIA H100 / H200 SXM datasheets (FP32 67 TFLOPS, TF32 494.5 / FP16 an
         "tensor core, HBM3 3.35 TB/s (H100), HBM3e 4.8 TB/s (H200), 132 SMs at 1.98 GHz boost); MUFU: CUDA C++ "
         "Programming Guide, arithmetic instruction throughput, compute capability 9.0 (16 results/clock/SM for "
         "exp2, rcp, rsqrt, lg2); L1: one 128-byte wavefront per SM per clock (Nsight Compute's L1 model: "
-        "assumption); shared memory 128 bytes per SM per clock (32 banks x 4 bytes); L2 5.5 TB/s: assumption (not published; measure with a gather microbenchmark)")
+        "assumption); shared memory 128 bytes per SM per clock (32 banks x 4 bytes); "
+        "L2 5.5 TB/s: assumption (not published; measure with a gather microbenchmark)")
 H100 = Gpu("H100 SXM", 132, 1.98, 67.0, {"tf32": 494.5, "fp16": 989.5, "bf16": 989.5}, 16, 1.0, 5.5, 3.35,
            source=_SRC)
 H200 = Gpu("H200 SXM", 132, 1.98, 67.0, {"tf32": 494.5, "fp16": 989.5, "bf16": 989.5}, 16, 1.0, 5.5, 4.8,

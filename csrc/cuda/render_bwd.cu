@@ -162,7 +162,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) render_backward_kernel(cons
         gc[nt][e] = c >= 1 && c - 1 < p.O ? 2.0f * g.g_rgb[i * p.O + c - 1] : 0.0f;
       }
     }
-    for (int k = lane; k < N; k += 32) m.t[k] = rtg_coarse_depth(k, N, p.su[i * N + k], p.start[i], p.end[i], p.disparity);
+    for (int k = lane; k < N; k += 32) {
+      m.t[k] = rtg_coarse_depth(k, N, p.su[i * N + k], p.start[i], p.end[i], p.disparity);
+    }
     __syncwarp();
     // The forward's decode of samples [j0, j0 + 16): raw density, and the colour's dot with 2 dL/drgb.
     auto decode = [&](int j0, int n) {

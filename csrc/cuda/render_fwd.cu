@@ -41,7 +41,8 @@ template <> __device__ __forceinline__ float col_from<float>(float x) { return x
 template <> __device__ __forceinline__ __half col_from<__half>(float x) { return __float2half_rn(x); }
 
 // Colours in the mode's precision: fp32 in the fp32 / tf32 modes, fp16 in the 16-bit ones.
-template <Precision P> using ColT = typename std::conditional<sizeof(typename Mode<P>::Plane) == 4, float, __half>::type;
+template <Precision P>
+using ColT = typename std::conditional<sizeof(typename Mode<P>::Plane) == 4, float, __half>::type;
 
 template <Precision P>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) render_kernel(const RenderParams p) {

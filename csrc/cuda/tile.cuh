@@ -199,9 +199,21 @@ template <> __device__ __forceinline__ __nv_bfloat16 weight_from<__nv_bfloat16>(
 
 // Per mode: the plane type, the forward MMA and whether its bound admits MUFU transcendentals.
 template <Precision P> struct Mode;
-template <> struct Mode<Precision::kFp32> { using Plane = float; using Op = Tf32<true>; static constexpr bool kFast = false; };
-template <> struct Mode<Precision::kTf32> { using Plane = float; using Op = Tf32<false>; static constexpr bool kFast = true; };
-template <> struct Mode<Precision::kFp16> { using Plane = __half; using Op = Half16<__half>; static constexpr bool kFast = true; };
+template <> struct Mode<Precision::kFp32> {
+  using Plane = float;
+  using Op = Tf32<true>;
+  static constexpr bool kFast = false;
+};
+template <> struct Mode<Precision::kTf32> {
+  using Plane = float;
+  using Op = Tf32<false>;
+  static constexpr bool kFast = true;
+};
+template <> struct Mode<Precision::kFp16> {
+  using Plane = __half;
+  using Op = Half16<__half>;
+  static constexpr bool kFast = true;
+};
 template <> struct Mode<Precision::kBf16> {
   using Plane = __nv_bfloat16;
   using Op = Half16<typename Op16<__nv_bfloat16>::T>;

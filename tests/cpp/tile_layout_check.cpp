@@ -27,11 +27,14 @@ static void covers_once(const char* what, int rows, int cols, int elems, F f) {
     for (int e = 0; e < elems; ++e) {
       int r, c;
       f(lane, e, &r, &c);
-      CHECK(r >= 0 && r < rows && c >= 0 && c < cols, "%s: lane %d element %d -> (%d, %d) out of range", what, lane, e, r, c);
+      CHECK(r >= 0 && r < rows && c >= 0 && c < cols, "%s: lane %d element %d -> (%d, %d) out of range", what, lane,
+            e, r, c);
       if (r >= 0 && r < rows && c >= 0 && c < cols) ++hits[r * cols + c];
     }
   }
-  for (int i = 0; i < rows * cols; ++i) CHECK(hits[i] == 1, "%s: (%d, %d) covered %d times", what, i / cols, i % cols, hits[i]);
+  for (int i = 0; i < rows * cols; ++i) {
+    CHECK(hits[i] == 1, "%s: (%d, %d) covered %d times", what, i / cols, i % cols, hits[i]);
+  }
 }
 
 // The most lanes of one shared-memory wavefront that hit the same bank at different words:
@@ -85,7 +88,9 @@ int main() {
                 k, n, i, swizzled_index(kind, n_tiles, k, n));
         }
       }
-      for (int i = 0; i < K * N; ++i) CHECK(hits[i] == 1, "%s swizzle %dx%d: (%d, %d) %d times", name, K, N, i / N, i % N, hits[i]);
+      for (int i = 0; i < K * N; ++i) {
+        CHECK(hits[i] == 1, "%s swizzle %dx%d: (%d, %d) %d times", name, K, N, i / N, i % N, hits[i]);
+      }
     }
     // The forward's A loads from the activation tile (stride tile_ld): tf32 one word per element,
     // f16 one 64-bit pair per register; conflict-free.
@@ -114,8 +119,9 @@ int main() {
   }
   // Shared-memory plans (opt-in limits per block: sm_90 227 KiB, sm_86/89 99 KiB, sm_75 64 KiB).
   const int sm90 = 232448, sm86 = 101376, sm75 = 65536;
-  CHECK(warps_for(fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 96, 48, 4), sm90, 4) == 4, "fwd 48+48 fp32 sm_90");
-  CHECK(warps_for(fwd_block_bytes(kF16Kind), fwd_warp_bytes(kF16Kind, 96, 48, 2), sm90, 4) == 4, "fwd 48+48 fp16 sm_90");
+  const int fwd32 = fwd_block_bytes(kTf32Kind), fwd16 = fwd_block_bytes(kF16Kind);
+  CHECK(warps_for(fwd32, fwd_warp_bytes(kTf32Kind, 96, 48, 4), sm90, 4) == 4, "fwd 48+48 fp32 sm_90");
+  CHECK(warps_for(fwd16, fwd_warp_bytes(kF16Kind, 96, 48, 2), sm90, 4) == 4, "fwd 48+48 fp16 sm_90");
   CHECK(warps_for(fwd_block_bytes(kTf32Kind), fwd_warp_bytes(kTf32Kind, 192, 96, 4), sm75, 4) >= 1, "fwd 96+96 sm_75");
   CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm90, 4) == 4, "bwd 48+48 sm_90");
   CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(192, 96), sm86, 4) >= 1, "bwd 96+96 sm_86");
@@ -125,7 +131,8 @@ int main() {
     std::printf("plan fwd f16 %d %d %d\n", s, fwd_block_bytes(kF16Kind), fwd_warp_bytes(kF16Kind, s, s / 2, 2));
     std::printf("plan bwd tf32 %d %d %d\n", s, bwd_block_bytes(), bwd_warp_bytes(s, s / 2));
   }
-  CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm75, 4) == 0, "bwd fits sm_75: the launcher's refusal is stale");
+  CHECK(warps_for(bwd_block_bytes(), bwd_warp_bytes(96, 48), sm75, 4) == 0,
+        "bwd fits sm_75: the launcher's refusal is stale");
   std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);
   return failures ? 1 : 0;
 }
