@@ -18,12 +18,9 @@
 #define RTG_FLOOR __builtin_floorf
 #endif
 
-// Texels as fp32 (the fp16/bf16 precision modes store planes in 16 bits, sample in fp32).
+// Texels as fp32 (the CPU kernels' planes are fp32; the CUDA kernels convert 16-bit texels in
+// their own vector loads, csrc/cuda/tile.cuh).
 RTG_HD float rtg_to_float(float x) { return x; }
-#ifdef __CUDACC__
-RTG_HD float rtg_to_float(__half x) { return __half2float(x); }
-RTG_HD float rtg_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-#endif
 
 // Index of a plane's (u, v) coordinates in the point, per plane set (options.PLANE_SETS):
 // 0 = EG3D's XY, XZ, ZX (what released weights use); 1 = corrected XY, XZ, YZ.

@@ -1,5 +1,6 @@
-// Triplane sampling and the OSG decoder MLP of one point, shared by the CPU and CUDA kernels.
-// Planes are channels-last: plane k of batch b is (H, W, C) at planes + ((b*3 + k)*H*W)*C.
+// Triplane sampling and the OSG decoder MLP of one point. The CPU kernels use all of it; the CUDA
+// kernels (warp tiles, csrc/cuda/tile.cuh) the taps, plane axes and activations, with their own
+// vector texel loads and tensor-core decoder. Planes are channels-last: plane k of batch b is (H, W, C) at planes + ((b*3 + k)*H*W)*C.
 #pragma once
 #include "math.h"
 
@@ -46,7 +47,7 @@ RTG_HD bool rtg_bilinear_taps(int H, int W, float u, float v, long* idx, float* 
 }
 
 // Add the bilinear tap of one channels-last plane at normalised (u, v) into acc[C].
-// T: the texel type (float; __half or __nv_bfloat16 in CUDA's 16-bit modes), summed in fp32.
+// T: the texel type, summed in fp32.
 template <int CF, class T>
 RTG_HD void rtg_bilinear_add(const T* plane, int H, int W, int C_, float u, float v, float* acc) {
   const int C = RTG_SIZE(CF, C_);
@@ -201,23 +202,4 @@ RTG_HD void rtg_decode(const float* feat, int C_, int Hd_, int O1_, const float*
   *sigma = sig;
   RTG_CHANNEL_LOOP
   for (int o = 0; o < O; ++o) rgb[o] = rtg_widened_sigmoid(acc[o]);
-}
-
-// sigma_raw alone (the hidden layer and output 0), all a march's weights need: the CUDA kernel
-// finds every weight of a ray first, then decodes colours once with those weights known.
-template <int CF, int HF, int OF>
-RTG_HD float rtg_decode_sigma(const float* feat, int C_, int Hd_, int O1_, const float* w1t, const float* b1,
-                              const float* w2t, const float* b2, float* hid) {
-  const int C = RTG_SIZE(CF, C_), Hd = RTG_SIZE(HF, Hd_), O1 = RTG_SIZE(OF, O1_);
-  for (int h = 0; h < Hd; ++h) hid[h] = b1[h];
-  for (int c = 0; c < C; ++c) {
-    const float f = feat[c];
-    const float* row = w1t + c * Hd;
-    RTG_CHANNEL_LOOP
-    for (int h = 0; h < Hd; ++h) hid[h] += f * row[h];
-  }
-  float sigma = b2[0];
-  RTG_CHANNEL_LOOP
-  for (int h = 0; h < Hd; ++h) sigma += rtg_softplus(hid[h]) * w2t[h * O1];
-  return sigma;
 }
