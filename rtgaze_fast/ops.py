@@ -44,12 +44,13 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 NAMESPACE = "rtgaze_fast"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "tf32x3")
 FUSED_BACKENDS = ("cuda", "triton", "cpu")
 BACKENDS = ("torch",) + FUSED_BACKENDS + ("auto",)
 # Precision modes each fused backend implements (the C++ CPU kernels are fp32 only; CUDA's tf32
-# mode runs its fp32 kernels, fp16/bf16 put the MLP on tensor cores).
-BACKEND_PRECISIONS = {"cuda": PRECISIONS, "triton": PRECISIONS, "cpu": ("fp32",)}
+# mode runs its fp32 kernels, fp16/bf16 put the MLP on tensor cores; tf32x3, fp32-accurate dots
+# as three tf32 tensor-core passes, is Triton's).
+BACKEND_PRECISIONS = {"cuda": PRECISIONS[:4], "triton": PRECISIONS, "cpu": ("fp32",)}
 
 SCHEMAS: Dict[str, str] = {
     "sample_decode": "(Tensor planes, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor points, "

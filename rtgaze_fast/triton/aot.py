@@ -31,7 +31,7 @@ _DECODER = dict(CP=32, HD=64, OP=32)
 
 
 def _dot(precision: str) -> Dict:
-    return dict(zip(("DOT_DTYPE", "IEEE"), dot_mode(precision)))
+    return dict(zip(("DOT_DTYPE", "PREC"), dot_mode(precision)))
 
 
 def _kernels():
@@ -47,13 +47,13 @@ def _kernels():
                        lambda p, n: dict(NP=next_pow2(n), FP=next_pow2(n))),
         "render": (render._render_kernel, "BLOCK_R", render.CONFIGS,
                    lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
-                                     HAS_FINE=True, MP=next_pow2(n, 16))),
+                                     HAS_FINE=True, MP=next_pow2(n, 16), CH=render.CH)),
         "render_bwd_march": (render_bwd._march_bwd_kernel, "BLOCK_R", render_bwd.MARCH_BWD_CONFIGS,
                              lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
-                                               HAS_FINE=True, MP=next_pow2(n, 16))),
+                                               HAS_FINE=True, MP=next_pow2(n, 16), CH=render.CH)),
         "render_bwd_decode": (render_bwd._decode_bwd_kernel, "BLOCK_R", render_bwd.DECODE_BWD_CONFIGS,
                               lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), PASSES=2, MP=next_pow2(n, 16),
-                                                CHUNK=min(next_pow2(n, 16), render_bwd.CHUNK))),
+                                                CHUNK=render.CH)),
     }
 
 
