@@ -59,7 +59,8 @@ from .. import ops
 from ._common import (INTERPRET, check, decoder_mlp, dot_mode, launch_configs, launch_device, next_pow2,
                       prepare_decoder, register, softplus)
 from .march import colour_coefficients, shifted
-from .render import CH, _decode_pass, _fine_depths, _interleave, _merge_order, _ray_limits_and_coarse, check_render_args
+from .render import (CH, CONFIGS, _decode_pass, _fine_depths, _interleave, _merge_order, _ray_limits_and_coarse,
+                     check_render_args)
 
 
 @triton.jit
@@ -286,7 +287,7 @@ def _store_pass(scratch_ptr, r64, rmask, MP: tl.constexpr, pass_idx, stride, P, 
 # 8 warps, spills ~0.5 KB per thread (Triton 3.7, 48+48); 32 depths spilled 2-3 KB in every
 # mode, 16 depths with 4 warps 1.7-2 KB. Software pipelining of its loop (3 stages, Triton's
 # default) only added spills (3.5 KB vs 2 KB at 32 depths) and compile time (28 s vs 13 s).
-MARCH_BWD_CONFIGS = ((1, 8, 255),)
+MARCH_BWD_CONFIGS = CONFIGS
 DECODE_BWD_CONFIGS = ((1, 8, 255, 1),)
 # The decode backward's persistent programs: G = min(work items, PROGRAMS_PER_SM x multiprocessors)
 # on a GPU, each looping over its items with the decoder's partial gradients in registers; two
@@ -323,7 +324,8 @@ def _march_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_p
     ox, oy, oz, dx, dy, dz, near, t_c, cmask = _ray_limits_and_coarse(o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, r,
                                                                       rmask, N, MP, DISPARITY)
     sigma_c, cg_c = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
-                                 t_c, rmask, N, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH, False, g2)
+                                 t_c, rmask, N, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH, False,
+                                 g2)
     if HAS_FINE:
         t_f, bins, fmask = _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF)
         sigma_f, cg_f = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
