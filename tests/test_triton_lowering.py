@@ -23,8 +23,8 @@ MAX_SHARED, MAX_REGISTERS = 227 * 1024, 255
 # Stack (spill) bytes per thread: each row may use at most what the committed report records for
 # it (the same kernel, mode, samples and config, compiled by the same Triton and ptxas), so more
 # spilling is a regression; and never more than these ceilings per kernel.
-MAX_STACK = {"sample_decode": 512, "march": 512, "importance": 512, "render": 2048, "render_bwd_march": 2048,
-             "render_bwd_decode": 1024}
+MAX_STACK = {"sample_decode": 512, "march": 512, "importance": 512, "render": 1024, "render_bwd_march": 256,
+             "render_bwd_decode": 256}
 # Kernels whose every mode must leave room for 2 CTAs per SM (registers x threads, shared memory).
 TWO_CTAS_PER_SM = ("render", "render_bwd_march")
 

@@ -178,7 +178,7 @@ CH = 8 if INTERPRET else 16
 # dots) with 4 warps: 128 threads at <= 255 registers take half an SM's 65536, so 2 CTAs per SM.
 # Two pipeline stages: the chunk loop's texel loads are prefetched into shared memory one chunk
 # ahead (36-86 KB, so 2 CTAs fit); Triton's default 3 stages took 118-135 KB (one CTA per SM),
-# 1 stage 20 KB but 5-10x the spills and no prefetch (tf32, 48+48). Spills at 48+48: 8-224 B per
+# 1 stage 20 KB but 5-10x the spills and no prefetch (tf32, 48+48). Spills at 48+48: 8-232 B per
 # thread (fp32 192 B, from 2.8 KB at one ray per program); 0.3-0.4 KB at 96+96.
 CONFIGS = ((2, 4, 255, 2),)
 
