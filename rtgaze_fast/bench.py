@@ -127,8 +127,10 @@ def measure_rates(device: torch.device, precisions: Sequence[str] = ("fp32",)) -
     gpu = device.type == "cuda"
     rates = {}
     for p in dict.fromkeys(("fp32",) + tuple(precisions)):
-        if p == "tf32" and not gpu:
-            rates["matmul_tf32_flops"] = rates["matmul_fp32_flops"]
+        if p in ("tf32", "tf32x3") and not gpu:
+            rates[f"matmul_{p}_flops"] = rates["matmul_fp32_flops"]
+        elif p == "tf32x3":  # three tf32 tensor-core passes per product
+            rates["matmul_tf32x3_flops"] = _matmul_rate(device, "tf32") / 3
         else:
             rates[f"matmul_{p}_flops"] = _matmul_rate(device, p)
     src = torch.ones(64 << 20 if gpu else 16 << 20, dtype=torch.float32, device=device)

@@ -44,12 +44,13 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 NAMESPACE = "rtgaze_fast"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "tf32x3")
 FUSED_BACKENDS = ("cuda", "triton", "cpu")
 BACKENDS = ("torch",) + FUSED_BACKENDS + ("auto",)
 # Precision modes each fused backend implements (the C++ CPU kernels are fp32 only; CUDA runs its
-# decoder on tensor cores in every mode: 3xTF32 for fp32, tf32, fp16, bf16).
-BACKEND_PRECISIONS = {"cuda": PRECISIONS, "triton": PRECISIONS, "cpu": ("fp32",)}
+# decoder on tensor cores in every mode: 3xTF32 for fp32, tf32, fp16, bf16; tf32x3, Triton's
+# fp32-accurate dots as three tf32 tensor-core passes beside its IEEE fp32).
+BACKEND_PRECISIONS = {"cuda": PRECISIONS[:4], "triton": PRECISIONS, "cpu": ("fp32",)}
 
 SCHEMAS: Dict[str, str] = {
     "sample_decode": "(Tensor planes, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor points, "

@@ -28,10 +28,11 @@ Kernel structure, read from the sources:
   four backward products (dL/dh, dL/dfeatures, dW2, dW1) on tf32-family MMAs (3xTF32 in fp32),
   the taps read once more for the position gradient, and fp32 atomics (128-bit on sm_90) into the
   planes' gradient; the decoder's gradient by shared-memory atomics.
-- Triton ``render``: one ray per program, a (samples, C) tile per tap loaded with contiguous
-  channels (one line per texel: 1 wavefront per 128 bytes), one decode per sample (colours
-  kept), MLP by ``tl.dot`` (tensor cores in tf32/fp16/bf16; fp32 with input_precision='ieee' runs
-  on CUDA cores).
+- Triton ``render``: BLOCK_R rays per program (the lowering report's config), their samples
+  decoded 16 depths per ray at a time (48 samples: 3 chunks, no padding to 64), a (points, C)
+  tile per tap loaded with contiguous channels (one line per texel: 1 wavefront per 128 bytes),
+  one decode per sample (colours kept), MLP by ``tl.dot`` (tensor cores in tf32/fp16/bf16 and, as
+  three tf32 passes per product, tf32x3; fp32 with input_precision='ieee' runs on CUDA cores).
 Shared-memory traffic (128 bytes per SM per clock) is modelled for the CUDA kernels only.
 """
 from __future__ import annotations
@@ -85,6 +86,11 @@ FC2_FULL = 2 * HD * O1          # 4224
 FC2_SIGMA = 2 * HD              # 128: the sigma row only
 TAPS = 3 * 4                    # planes x bilinear taps per point
 LINE = 128
+
+
+# tf32x3: fp32 operands as tf32 hi + lo, three tensor-core products each, at the tf32 rate.
+_TC_PASSES = {"tf32x3": 3}
+_TC_RATE = {"tf32x3": "tf32"}
 
 
 def ctas_per_sm(gpu: Gpu, threads: int, regs: int, smem: int) -> int:
@@ -233,10 +239,14 @@ def triton_render(precision: str, lowering: Optional[dict]) -> Work:
             row = r
             break
     warps = (row or {}).get("num_warps", 8)
+    block = (row or {}).get("config", {}).get("BLOCK_R", 1)
     ieee = precision == "fp32"
-    return Work("render", "triton", precision, flops if ieee else 0.0, 0.0 if ieee else flops, mufu, wavefronts, l2,
-                _io_bytes(), 32 * warps, RAYS, (row or {}).get("registers", 255), (row or {}).get("shared_bytes", 0),
-                "one ray per program; one decode per sample; channel-contiguous tile loads"
+    tensor = _TC_PASSES.get(precision, 1) * flops
+    return Work("render", "triton", precision, flops if ieee else 0.0, 0.0 if ieee else tensor, mufu, wavefronts, l2,
+                _io_bytes(), 32 * warps, math.ceil(RAYS / block), (row or {}).get("registers", 255),
+                (row or {}).get("shared_bytes", 0),
+                f"{block} rays per program, 16-depth chunks; one decode per sample; channel-contiguous tile loads"
+                + ("; three tf32 passes per product" if precision == "tf32x3" else "")
                 + (f"; {row['spill_store_bytes']} B spilled per thread (not modelled)"
                    if row and row.get("spill_store_bytes") else ""))
 
@@ -247,7 +257,7 @@ def floor_work(precision: str) -> Work:
     tb = _texel_bytes(precision)
     flops = points * (FC1 + FC2_FULL)
     tc = precision != "fp32"
-    return Work("floor", "ideal", precision, 0.0 if tc else flops, flops if tc else 0.0,
+    return Work("floor", "ideal", precision, 0.0 if tc else flops, _TC_PASSES.get(precision, 1) * flops if tc else 0.0,
                 points * (_mufu_per_decode(True) + 2), points * TAPS * max(1, C * tb // LINE),
                 points * TAPS * C * tb, _io_bytes(), 256, 10 ** 6, 64, 0, "spec's floor")
 
@@ -270,7 +280,8 @@ def predict(w: Work, gpu: Gpu) -> dict:
     clk = gpu.clock_ghz * 1e9
     terms = {
         "fp32_cores": w.flops_cuda_core / (gpu.fp32_tflops * 1e12),
-        "tensor_cores": w.flops_tensor / (gpu.tc_tflops.get(w.precision, gpu.tc_tflops["fp16"]) * 1e12),
+        "tensor_cores": w.flops_tensor / (gpu.tc_tflops.get(_TC_RATE.get(w.precision, w.precision),
+                                                             gpu.tc_tflops["fp16"]) * 1e12),
         "mufu": w.mufu / (gpu.mufu_per_sm_clk * gpu.sms * clk),
         "l1_wavefronts": w.l1_wavefronts / (gpu.l1_lines_per_sm_clk * gpu.sms * clk),
         "l2": w.l2_bytes / (gpu.l2_tbps * 1e12),
@@ -310,10 +321,11 @@ def model() -> dict:
             row["per_gpu"][g.name] = pr
         rows.append(row)
 
-    for precision in ("fp32", "tf32", "fp16", "bf16"):
-        for w in (cuda_render(precision, sass), triton_render(precision, lowering)):
-            add(w, floor_work(precision), "forward")
-        add(cuda_render_backward(precision, sass), floor_backward_work(precision), "backward")
+    for precision in ("fp32", "tf32", "fp16", "bf16", "tf32x3"):
+        add(triton_render(precision, lowering), floor_work(precision), "forward")
+        if precision != "tf32x3":  # a Triton mode (CUDA's fp32 is already 3xTF32)
+            add(cuda_render(precision, sass), floor_work(precision), "forward")
+            add(cuda_render_backward(precision, sass), floor_backward_work(precision), "backward")
     return {
         "what": "performance MODEL: PREDICTED times (estimates from the compiler's figures and peak rates, no GPU "
                 "run, nothing measured) of one 128x128 render, 48+48 samples, batch 1, forward and the CUDA "
@@ -327,12 +339,12 @@ def model() -> dict:
 def format_model(m: dict) -> str:
     g0, g1 = (g for g in m["gpus"])
     lines = ["GPU performance MODEL, PREDICTED (estimates, not measurements): 128x128, 48+48 samples, batch 1",
-             f"{'backend':7s} {'mode':5s} {'kernel':34s} {'GFLOP':>6s} {'MUFU M':>7s} {'L1 wf M':>8s} {'L2 GB':>6s} "
+             f"{'backend':7s} {'mode':6s} {'kernel':34s} {'GFLOP':>6s} {'MUFU M':>7s} {'L1 wf M':>8s} {'L2 GB':>6s} "
              f"{'CTA/SM':>6s} {'bound':>13s} {g0 + ' us':>12s} {'floor':>6s} {g1 + ' us':>12s} {'floor':>6s}"]
     for r in m["rows"]:
         a, b = r["per_gpu"][g0], r["per_gpu"][g1]
         flops = (r["flops_cuda_core"] + r["flops_tensor"]) / 1e9
-        lines.append(f"{r['backend']:7s} {r['precision']:5s} {r['kernel']:34s} {flops:6.1f} {r['mufu'] / 1e6:7.0f} "
+        lines.append(f"{r['backend']:7s} {r['precision']:6s} {r['kernel']:34s} {flops:6.1f} {r['mufu'] / 1e6:7.0f} "
                      f"{r['l1_wavefronts'] / 1e6:8.0f} {r['l2_bytes'] / 1e9:6.2f} {a['ctas_per_sm']:6d} "
                      f"{a['bound']:>13s} {a['predicted_us']:12.0f} {a['floor_us']:6.0f} {b['predicted_us']:12.0f} "
                      f"{b['floor_us']:6.0f}")

@@ -125,9 +125,10 @@ def test_floor_per_precision_mode():
 
 
 def test_rates_are_measured_per_mode():
-    rates = bench.measure_rates(torch.device("cpu"), ["tf32"])
-    assert set(rates) == {"matmul_fp32_flops", "matmul_tf32_flops", "copy_bytes_per_s", "cache_bytes_per_s"}
-    assert rates["matmul_tf32_flops"] == rates["matmul_fp32_flops"]   # no TF32 on a CPU
+    rates = bench.measure_rates(torch.device("cpu"), ["tf32", "tf32x3"])
+    assert set(rates) == {"matmul_fp32_flops", "matmul_tf32_flops", "matmul_tf32x3_flops", "copy_bytes_per_s",
+                          "cache_bytes_per_s"}
+    assert rates["matmul_tf32_flops"] == rates["matmul_fp32_flops"] == rates["matmul_tf32x3_flops"]  # no TF32 on a CPU
     assert all(v > 0 for v in rates.values())
 
 

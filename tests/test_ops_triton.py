@@ -21,6 +21,7 @@ if ops.why_unavailable("triton", "cpu") is not None:
 import triton  # noqa: E402  (after the skip: triton is present)
 import triton.language as tl  # noqa: E402
 
+from rtgaze_fast.triton.march import inverse_cdf  # noqa: E402
 from rtgaze_fast.triton.render import _merge_order  # noqa: E402
 
 PLANE_SETS = ("eg3d", "corrected")
@@ -176,6 +177,44 @@ def test_renderer_tf32():
     assert errors["rgb"] <= TF32_RGB_ATOL and within(errors, "tf32"), errors
 
 
+def test_renderer_tf32x3():
+    # Plumbing only, as for tf32: the interpreter evaluates every fp32 dot in IEEE fp32.
+    s = make_scene(seed=14, rays=20, n=8, n_f=4, plane_res=16)
+    assert within(parity_errors(_render_with(s, "tf32x3", s.planes), render_scene(s)), "tf32x3")
+
+
+def _tf32(x):
+    """Round to tf32 (10-bit mantissa, to nearest, ties away: PTX cvt.rna.tf32.f32)."""
+    return ((x.contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def _addmm_tf32(passes):
+    def addmm(b, x, w):
+        xh, wh = _tf32(x), _tf32(w)
+        if passes == 1:
+            return b + xh @ wh
+        return b + (xh @ _tf32(w - wh) + _tf32(x - xh) @ wh) + xh @ wh
+    return addmm
+
+
+def test_tf32x3_arithmetic_meets_the_fp32_bound(monkeypatch):
+    """The tf32x3 mode's bound (the fp32 one) on its arithmetic, emulated on the CPU: the decoder's
+    products as tf32 hi/lo splits (hi*hi + hi*lo + lo*hi; tf32 x tf32 products are exact in fp32)
+    in the reference renderer at 48+48 samples. Measured: rgb 2-6e-7, depth 0.7-1.2e-6 (4 seeds).
+    One tf32 pass (the tf32 mode) is ~100x further off and misses the fp32 bound, which shows the
+    emulation is in effect."""
+    from rtgaze_fast.reference import decoder as ref_decoder
+    s = make_scene(seed=21, res=8, n=48, n_f=48, plane_res=32)
+    ref = render_scene(s)
+    errors = {}
+    for passes in (3, 1):
+        monkeypatch.setattr(ref_decoder.torch, "addmm", _addmm_tf32(passes))
+        errors[passes] = parity_errors(render_scene(s), ref)
+        monkeypatch.undo()
+    assert within(errors[3], "tf32x3") and errors[3]["rgb"] <= 2e-6, errors[3]
+    assert not within(errors[1], "tf32x3") and within(errors[1], "tf32"), errors[1]
+
+
 @pytest.mark.skipif(INTERPRETED, reason=BF16_SKIP)
 def test_renderer_bf16():
     s = make_scene(seed=13, rays=20, n=8, n_f=4, plane_res=16)
@@ -238,33 +277,79 @@ def test_render_with_nan_keeps_the_merge_in_range(where):
 
 
 @triton.jit
-def _merge_order_kernel(t_ptr, v_ptr, rank_ptr, src_ptr, M: tl.constexpr):
+def _merge_order_kernel(t_ptr, w_ptr, u_ptr, tf_ptr, rank_ptr, src_ptr, N, NF, MP: tl.constexpr):
+    """One ray per program: its fine depths from the inverse CDF (u sorted by the caller), then
+    the merge's ranks of the (MP coarse, MP fine) interleaved columns and their inverse."""
     row = tl.program_id(0)
-    k = tl.arange(0, M)[None, :]
-    t = tl.load(t_ptr + row * M + k)
-    valid = tl.load(v_ptr + row * M + k) != 0
-    rank, src = _merge_order(t, valid)
-    tl.store(rank_ptr + row * M + k, rank)
-    tl.store(src_ptr + row * M + k, src)
+    k = tl.arange(0, MP)[None, :]
+    t_c = tl.load(t_ptr + row * MP + k)
+    w = tl.load(w_ptr + row * MP + k)
+    u = tl.load(u_ptr + row * MP + k)
+    t_f, lo = inverse_cdf(t_c, w, N, u, NF)
+    rank, src = _merge_order(t_c, t_f, lo, N, NF)
+    tl.store(tf_ptr + row * MP + k, t_f)
+    j = tl.arange(0, 2 * MP)[None, :]
+    tl.store(rank_ptr + row * 2 * MP + j, rank)
+    tl.store(src_ptr + row * 2 * MP + j, src)
 
 
-def test_merge_order_is_a_permutation_with_nan():
-    """_merge_order on its own: NaN, +-inf, ties and invalid columns; ranks are a permutation,
-    valid columns first, NaN after every number, ties by column."""
-    nan, inf = float("nan"), float("inf")
-    t = torch.tensor([[3.0, nan, 1.0, nan, 2.0, 1.0, -inf, inf],
-                      [nan, nan, nan, nan, nan, nan, nan, nan]])
-    valid = torch.tensor([[1, 1, 1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.int32)
-    rank = torch.empty(2, 8, dtype=torch.int32)
-    src = torch.empty(2, 8, dtype=torch.int32)
-    _merge_order_kernel[(2,)](t, valid, rank, src, M=8)
+def _merge_case(t_c, w, u, n, n_f, mp=16):
+    rows = t_c.shape[0]
+    pad = lambda x, v: torch.cat([x, torch.full((rows, mp - x.shape[1]), v)], 1).contiguous()  # noqa: E731
+    t_f = torch.empty(rows, mp)
+    rank = torch.empty(rows, 2 * mp, dtype=torch.int32)
+    src = torch.empty(rows, 2 * mp, dtype=torch.int32)
+    _merge_order_kernel[(rows,)](pad(t_c, 9.0), pad(w, 0.0), pad(u, 0.5), t_f, rank, src, n, n_f, MP=mp)
+    return t_f[:, :n_f], rank, src
+
+
+def test_merge_order_is_the_stable_sort_and_a_permutation():
+    """render._merge_order (ranks from the inverse-CDF bins, O(M)) against torch.sort of
+    cat(coarse, fine), stable, on rows with padding columns (N=11, N_f=9 of 16): random weights,
+    EG3D's deterministic u (0 and 1 included: fine depths on bin edges), zero weights, a ray of
+    zero length (every depth tied), fine depths equal to coarse ones. Ranks are a permutation of
+    all 32 columns, src its inverse, real samples first."""
+    gen = torch.Generator().manual_seed(3)
+    n, n_f = 11, 9
+    base = torch.linspace(2.0, 3.0, n)
+    t_c = torch.stack([base + torch.rand(n, generator=gen) * 0.09, base, torch.full((n,), 2.5),
+                       torch.tensor([2.0, 2.0, 2.0, 2.5, 2.5, 3.0, 3.0, 3.0, 3.0, 3.5, 4.0])])
+    w = torch.stack([torch.rand(n - 1, generator=gen), torch.zeros(n - 1), torch.rand(n - 1, generator=gen),
+                     torch.rand(n - 1, generator=gen)])
+    u = torch.stack([torch.rand(n_f, generator=gen).sort().values, torch.linspace(0, 1, n_f),
+                     torch.rand(n_f, generator=gen).sort().values, torch.linspace(0, 1, n_f)])
+    t_f, rank, src = _merge_case(t_c, w, u, n, n_f)
+    torch.testing.assert_close(t_f, importance_depths(t_c[:, None], w[:, None], u[:, None])[:, 0], atol=1e-6, rtol=0)
+    both = torch.cat([t_c, t_f], 1)
+    order = torch.sort(both, dim=-1, stable=True).indices
+    # Column of each merged sample, in the interleaved layout (coarse j at 2j, fine p at 2p + 1).
+    col = torch.where(order < n, 2 * order, 2 * (order - n) + 1)
+    for i in range(t_c.shape[0]):
+        assert sorted(rank[i].tolist()) == list(range(32)), rank[i]
+        assert torch.equal(src[i][rank[i].long()], torch.arange(32, dtype=torch.int32)), (rank[i], src[i])
+        # Equal depths are the same sample (the same point): only their depths must match.
+        inter = torch.stack([torch.cat([t_c[i], torch.full((16 - n,), 9.0)]),
+                             torch.cat([t_f[i], torch.full((16 - n_f,), 9.0)])], 1).reshape(-1)
+        assert torch.equal(inter[src[i][:n + n_f].long()], both[i][order[i]]), i
+        if i == 0:  # no ties: the very columns
+            assert torch.equal(src[i][:n + n_f].long(), col[i]), (src[i], col[i])
+        assert set(src[i][n + n_f:].tolist()) == set(range(32)) - set(src[i][:n + n_f].tolist())
+        assert all(c % 2 == 0 and c // 2 >= n or c % 2 == 1 and c // 2 >= n_f for c in src[i][n + n_f:].tolist())
+
+
+def test_merge_order_with_nan_stays_a_permutation():
+    """NaN weights (NaN fine depths) and NaN coarse depths: the ranks stay a permutation (before the
+    O(M) merge, NaN ranked every column 0 and src gathered out of the row)."""
+    nan = float("nan")
+    n, n_f = 11, 9
+    t_c = torch.stack([torch.linspace(2.0, 3.0, n), torch.full((n,), nan)])
+    w = torch.stack([torch.full((n - 1,), nan), torch.rand(n - 1)])
+    u = torch.linspace(0, 1, n_f).expand(2, n_f)
+    t_f, rank, src = _merge_case(t_c, w, u, n, n_f)
+    assert bool(t_f.isnan().all())
     for i in range(2):
-        assert sorted(rank[i].tolist()) == list(range(8)), rank[i]
-        assert torch.equal(src[i][rank[i].long()], torch.arange(8, dtype=torch.int32)), (rank[i], src[i])
-    # Row 0 in order: -inf (6), 1.0 (2), 1.0 (5), 3.0 (0), inf (7), NaN (1), NaN (3), then invalid 2.0 (4).
-    # Row 1: NaN, all valid but the last two.
-    assert src[0].tolist() == [6, 2, 5, 0, 7, 1, 3, 4]
-    assert src[1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+        assert sorted(rank[i].tolist()) == list(range(32)), rank[i]
+        assert torch.equal(src[i][rank[i].long()], torch.arange(32, dtype=torch.int32)), (rank[i], src[i])
 
 
 def test_every_launch_runs_on_the_planes_device(monkeypatch):

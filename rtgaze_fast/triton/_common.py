@@ -107,13 +107,19 @@ def check_planes(planes: Tensor, precision: str) -> None:
                          "run only under TRITON_INTERPRET=1, for tests")
 
 
+# (DOT_DTYPE, PREC) per mode: the decoder dots' operand type and tl.dot's input_precision (which
+# applies to fp32 operands: "ieee" is FMA on CUDA cores, "tf32" one tensor-core pass with 10-bit
+# mantissas, "tf32x3" three passes, hi*hi + hi*lo + lo*hi, near fp32). The interpreter ignores
+# input_precision: every fp32 dot is IEEE there.
+_DOT_MODES = {"fp32": (tl.float32, "ieee"), "tf32": (tl.float32, "tf32"), "fp16": (tl.float16, "tf32"),
+              "bf16": (tl.bfloat16, "tf32"), "tf32x3": (tl.float32, "tf32x3")}
+
+
 def dot_mode(precision: str):
-    """(DOT_DTYPE, IEEE) constexprs of a precision mode."""
+    """(DOT_DTYPE, PREC) constexprs of a precision mode."""
     if precision not in ops.BACKEND_PRECISIONS["triton"]:
         raise ValueError(f"precision must be one of {ops.BACKEND_PRECISIONS['triton']}, got {precision!r}")
-    if precision == "fp32":
-        return tl.float32, True
-    return {"tf32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}[precision], False
+    return _DOT_MODES[precision]
 
 
 def prepare_decoder(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, channels: int, device):
@@ -199,7 +205,7 @@ def triplane_features(planes_ptr, b_idx, qx, qy, qz, mask, H, W, C, CP: tl.const
 
 @triton.jit
 def decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP: tl.constexpr, HD: tl.constexpr,
-                OP: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+                OP: tl.constexpr, DOT_DTYPE: tl.constexpr, PREC: tl.constexpr):
     """The decoder's two layers on (BLOCK, CP) features: the hidden layer before the softplus
     (BLOCK, HD), after it, sigma_raw (BLOCK,) and the colour logits (BLOCK, OP) before the
     widened sigmoid."""
@@ -208,16 +214,10 @@ def decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP: tl.constexp
     o = tl.arange(0, OP)
     w1 = tl.load(w1t_ptr + c[:, None] * HD + h[None, :])
     w2 = tl.load(w2t_ptr + h[:, None] * OP + o[None, :])
-    if IEEE:
-        pre = tl.dot(feat, w1, input_precision="ieee")
-    else:
-        pre = tl.dot(feat.to(DOT_DTYPE), w1.to(DOT_DTYPE))
+    pre = tl.dot(feat.to(DOT_DTYPE), w1.to(DOT_DTYPE), input_precision=PREC)
     pre = pre + tl.load(b1_ptr + h)[None, :]
     hid = softplus(pre)
-    if IEEE:
-        out = tl.dot(hid, w2, input_precision="ieee")
-    else:
-        out = tl.dot(hid.to(DOT_DTYPE), w2.to(DOT_DTYPE))
+    out = tl.dot(hid.to(DOT_DTYPE), w2.to(DOT_DTYPE), input_precision=PREC)
     out = out + tl.load(b2_ptr + 1 + o)[None, :]
     # The density in fp32 in every mode, from the fp32 hidden layer.
     sigma = tl.sum(hid * tl.load(w2s_ptr + h)[None, :], axis=1) + tl.load(b2_ptr)
@@ -227,10 +227,10 @@ def decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP: tl.constexp
 @triton.jit
 def decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, px, py, pz, mask, H, W, box_warp,
                   C, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
-                  DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+                  DOT_DTYPE: tl.constexpr, PREC: tl.constexpr):
     """sigma_raw (BLOCK,) and the colour features (BLOCK, OP) through the widened sigmoid (columns
     past O are padding) of a block of points."""
     scale = 2.0 / box_warp
     feat = triplane_features(planes_ptr, b_idx, px * scale, py * scale, pz * scale, mask, H, W, C, CP, PLANE_SET)
-    _, _, sigma, out = decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP, HD, OP, DOT_DTYPE, IEEE)
+    _, _, sigma, out = decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP, HD, OP, DOT_DTYPE, PREC)
     return sigma, widened_sigmoid(out)

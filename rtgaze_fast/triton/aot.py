@@ -1,6 +1,7 @@
 """Compile the Triton kernels for a GPU architecture on any machine (no GPU or driver needed):
 the check that they lower to real machine code (the interpreter never lowers them), and their
-resource figures: registers, stack (spills), shared memory and compile time per autotune config.
+resource figures: registers, stack (spills), shared memory, the SASS instruction mix (tensor-core
+MMAs, 128-bit loads, MUFU) and compile time per autotune config.
 
     python -m rtgaze_fast.triton.aot [--arch 90] [--precisions fp32 ...] [--all-configs] [--jobs 2] [--json F]
 
@@ -31,7 +32,7 @@ _DECODER = dict(CP=32, HD=64, OP=32)
 
 
 def _dot(precision: str) -> Dict:
-    return dict(zip(("DOT_DTYPE", "IEEE"), dot_mode(precision)))
+    return dict(zip(("DOT_DTYPE", "PREC"), dot_mode(precision)))
 
 
 def _kernels():
@@ -47,13 +48,13 @@ def _kernels():
                        lambda p, n: dict(NP=next_pow2(n), FP=next_pow2(n))),
         "render": (render._render_kernel, "BLOCK_R", render.CONFIGS,
                    lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
-                                     HAS_FINE=True, MP=next_pow2(n, 16))),
+                                     HAS_FINE=True, MP=next_pow2(n, 16), CH=render.CH)),
         "render_bwd_march": (render_bwd._march_bwd_kernel, "BLOCK_R", render_bwd.MARCH_BWD_CONFIGS,
                              lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), DISPARITY=False, WHITE_BACK=False,
-                                               HAS_FINE=True, MP=next_pow2(n, 16))),
+                                               HAS_FINE=True, MP=next_pow2(n, 16), CH=render.CH)),
         "render_bwd_decode": (render_bwd._decode_bwd_kernel, "BLOCK_R", render_bwd.DECODE_BWD_CONFIGS,
                               lambda p, n: dict(_DECODER, PLANE_SET=0, **_dot(p), PASSES=2, MP=next_pow2(n, 16),
-                                                CHUNK=min(next_pow2(n, 16), render_bwd.CHUNK))),
+                                                CHUNK=render.CH)),
     }
 
 
@@ -80,19 +81,40 @@ def _signature(fn, constexprs: Dict, precision: str) -> Dict[str, str]:
     return sig
 
 
-def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict[str, int]:
-    """Registers, stack frame and spill bytes from ptxas -v, with the flags Triton itself uses."""
+def _attrs(fn, signature: Dict[str, str]) -> Dict:
+    """What a launch at the FFHQ shape specialises: every tensor pointer (16-byte aligned) and every
+    integer argument (rays, samples, channels, plane sizes: all multiples of 16 there) divisible
+    by 16, as Triton's launcher marks them; it lets loads of contiguous channels vectorise."""
+    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+            if signature[name] == "i32" or signature[name].startswith("*")}
+
+
+# The SASS instruction mix kept per row (rtgaze_fast.cuda_sass's classes).
+_SASS_KEYS = ("total", "tensor_core", "tensor_core_ops", "ldg", "ldg_128", "ldg_64", "mufu", "ffma", "ldl", "stl")
+
+
+def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict:
+    """Registers, stack frame and spill bytes from ptxas -v, with the flags Triton itself uses, and
+    the instruction mix of the cubin (cuobjdump -sass): tensor-core MMAs, 128-bit global loads,
+    MUFU, local-memory traffic."""
     from triton.backends.nvidia.compiler import get_ptxas
+
+    from ..cuda_sass import find_tools, parse_sass
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
+        cubin = os.path.join(d, "k.o")
         cmd = [get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}", src, "-o",
-               os.path.join(d, "k.o")]
+               cubin]
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([find_tools()["cuobjdump"], "-sass", cubin], capture_output=True, text=True,
+                              check=True).stdout
+    (mix,) = parse_sass(sass).values()
     grab = lambda pat: int(re.search(pat, log).group(1))  # noqa: E731
     return dict(registers=grab(r"Used (\d+) registers"), stack_bytes=grab(r"(\d+) bytes stack frame"),
-                spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"))
+                spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"),
+                sass={k: mix[k] for k in _SASS_KEYS})
 
 
 def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] = None, capability: int = 90,
@@ -114,8 +136,8 @@ def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] =
     fn = autotuner.fn
     t0 = time.perf_counter()
     try:
-        compiled = triton.compile(ASTSource(fn=fn, signature=_signature(fn, constexprs, precision),
-                                            constexprs=constexprs),
+        sig = _signature(fn, constexprs, precision)
+        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=_attrs(fn, sig)),
                                   target=GPUTarget("cuda", capability, 32),
                                   options=dict(num_warps=num_warps, maxnreg=cap, num_stages=stages))
     except Exception as e:  # a compiler failure is a result: report it
@@ -163,7 +185,8 @@ def _format(row: Dict) -> str:
         return head + "FAILED " + row["error"]
     return (head + f"{row['arch']:<7} "
             f"regs={row['registers']:<3} stack={row['stack_bytes']:<6} spill st/ld={row['spill_store_bytes']}/"
-            f"{row['spill_load_bytes']:<7} smem={row['shared_bytes']:<6} {row['compile_s']:.1f}s")
+            f"{row['spill_load_bytes']:<7} smem={row['shared_bytes']:<6} mma={row['sass']['tensor_core']:<4} "
+            f"ldg128={row['sass']['ldg_128']:<4} {row['compile_s']:.1f}s")
 
 
 def _environment(capability: int) -> Dict:
@@ -176,7 +199,9 @@ def _environment(capability: int) -> Dict:
     return dict(what="Triton kernels compiled for a GPU target on a machine without a GPU: compiler figures, "
                      "not timings", date=datetime.date.today().isoformat(), host=platform.node(),
                 triton=triton.__version__, torch=torch.__version__, ptxas=ptxas.version.strip().splitlines()[-1],
-                target=f"sm_{capability}", shapes="C=32, hidden 64, out 32; samples per pass as in each row")
+                target=f"sm_{capability}",
+                shapes="C=32, hidden 64, out 32; samples per pass as in each row; pointers and integer arguments "
+                       "specialised divisible by 16, as a launch at the FFHQ shape is")
 
 
 def main(argv=None) -> int:

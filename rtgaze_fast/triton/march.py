@@ -55,7 +55,9 @@ def composite_depth(w, t_mid):
 def inverse_cdf(t, w, N, u, NF):
     """Fine depths (R, FP) of u (R, FP) from coarse depths t (R, NP) and interval weights w
     (R, NP), zero past N-2: EG3D's smoothing, then sample_pdf over the N-1 midpoints with the
-    N-3 interior weights. Columns past NF are garbage (finite)."""
+    N-3 interior weights; and each depth's bin, ``lo`` (R, FP): the depth lies between the
+    midpoints lo and lo + 1 (for the merge, render._merge_order). Columns past NF are garbage
+    (finite)."""
     k = tl.broadcast_to(tl.arange(0, t.shape[1])[None, :], t.shape)
     K = N - 3
     w1 = shifted(w, k, 1)
@@ -63,11 +65,18 @@ def inverse_cdf(t, w, N, u, NF):
     v = (tl.maximum(w, w1) + tl.maximum(w1, shifted(w, k, 2))) * 0.5 + 0.01 + 1e-5
     v = tl.where(k < K, v, 0.0)
     cdf_hi = tl.cumsum(v / tl.sum(v, axis=1)[:, None], axis=1)  # column j holds cdf[j + 1]
-    # searchsorted(cdf, u, right=True) = #entries <= u; cdf[0] = 0 <= u always counts.
-    le = (cdf_hi[:, None, :] <= u[:, :, None]) & (k[:, None, :] < K)
-    idx = 1 + tl.sum(le.to(tl.int32), axis=2)
-    lo = idx - 1
-    hi = tl.minimum(idx, K)
+    # searchsorted(cdf, u, right=True) = #entries <= u (cdf[0] = 0 <= u always counts), by
+    # binary search: the cdf is nondecreasing (a cumsum of positive terms), so the count of
+    # cdf_hi[j] <= u over j < K is the largest n with cdf_hi[n - 1] <= u. log2(NP) gathers per
+    # u instead of an (R, FP, NP) comparison block. A NaN cdf counts 0 (the depth is NaN).
+    n = tl.zeros(u.shape, dtype=tl.int32)
+    for i in tl.static_range(1, 16):
+        if (t.shape[1] >> i) > 0:
+            cand = n + (t.shape[1] >> i)
+            le = tl.gather(cdf_hi, tl.minimum(cand, K) - 1, axis=1) <= u
+            n = tl.where((cand <= K) & le, cand, n)
+    lo = n
+    hi = tl.minimum(n + 1, K)
     cdf_lo = tl.where(lo == 0, 0.0, tl.gather(cdf_hi, tl.maximum(lo - 1, 0), axis=1))
     cdf_up = tl.where(hi == 0, 0.0, tl.gather(cdf_hi, tl.maximum(hi - 1, 0), axis=1))
     bins = (t + shifted(t, k, 1)) * 0.5
@@ -75,7 +84,7 @@ def inverse_cdf(t, w, N, u, NF):
     b_hi = tl.gather(bins, hi, axis=1)
     denom = cdf_up - cdf_lo
     denom = tl.where(denom < 1e-5, 1.0, denom)
-    return b_lo + (u - cdf_lo) / denom * (b_hi - b_lo)
+    return b_lo + (u - cdf_lo) / denom * (b_hi - b_lo), lo
 
 
 # (BLOCK_R rays, num_warps), the default first, compiled for sm_90 (rtgaze_fast.triton.aot) at
@@ -122,7 +131,7 @@ def _importance_kernel(t_ptr, w_ptr, u_ptr, out_ptr, P, N, NF, NP: tl.constexpr,
     f = tl.arange(0, FP)[None, :]
     fm = rmask & (f < NF)
     u = tl.load(u_ptr + r64 * NF + f, mask=fm, other=0.0)
-    tl.store(out_ptr + r64 * NF + f, inverse_cdf(t, w, N, u, NF), mask=fm)
+    tl.store(out_ptr + r64 * NF + f, inverse_cdf(t, w, N, u, NF)[0], mask=fm)
 
 
 @register("march")

@@ -59,7 +59,8 @@ from .. import ops
 from ._common import (INTERPRET, check, decoder_mlp, dot_mode, launch_configs, launch_device, next_pow2,
                       prepare_decoder, register, softplus)
 from .march import colour_coefficients, shifted
-from .render import _decode_rows, _fine_depths, _interleave, _merge_order, _ray_limits_and_coarse, check_render_args
+from .render import (CH, CONFIGS, _decode_pass, _fine_depths, _interleave, _merge_order, _ray_limits_and_coarse,
+                     check_render_args)
 
 
 @triton.jit
@@ -215,7 +216,7 @@ def _taps_backward(planes_ptr, gplanes_ptr, base, qx, qy, qz, mask, H, W, C, CP:
 def _points_backward(planes_ptr, gplanes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
                      dz, t, mask, coef, g_sig, g2, acc_w1, acc_w2, H, W, box_warp, C, CP: tl.constexpr,
                      HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                     IEEE: tl.constexpr):
+                     PREC: tl.constexpr):
     """A (BLOCK_R, K) block of samples (rays x depths): decode them again, then the decoder's and
     the taps' backwards. coef: each sample's colour coefficient, g_sig: dL/dsigma_raw, g2: 2 dL/drgb
     (BLOCK_R, OP). Returns the running sums of the weight gradients (w1t (CP, HD), w2t (HD, OP): the
@@ -232,7 +233,7 @@ def _points_backward(planes_ptr, gplanes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr,
     m = tl.reshape(mask, (M,))
     base = tl.reshape(tl.broadcast_to(b_idx[:, None], (BR, K)), (M,)).to(tl.int64) * 3 * (H * W * C)
     feat = _taps_forward(planes_ptr, base, qx, qy, qz, m, H, W, C, CP, PLANE_SET)
-    pre, act, _, z = decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP, HD, OP, DOT_DTYPE, IEEE)
+    pre, act, _, z = decoder_mlp(feat, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, CP, HD, OP, DOT_DTYPE, PREC)
     feat = tl.where(m[:, None], feat, 0.0)
     act = tl.where(m[:, None], act, 0.0)
     # colour = sigmoid(z) * 1.002 - 0.001
@@ -246,22 +247,15 @@ def _points_backward(planes_ptr, gplanes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr,
     w1 = tl.load(w1t_ptr + c[:, None] * HD + h[None, :])
     w2 = tl.load(w2t_ptr + h[:, None] * OP + o[None, :])
     w2s = tl.load(w2s_ptr + h)
-    if IEEE:
-        acc_w2 = tl.dot(tl.trans(act), gz, acc_w2, input_precision="ieee")
-        g_act = tl.dot(gz, tl.trans(w2), input_precision="ieee")
-    else:
-        acc_w2 = tl.dot(tl.trans(act), gz, acc_w2, input_precision="tf32")
-        g_act = tl.dot(gz, tl.trans(w2), input_precision="tf32")
+    # fp32 operands in every mode (PREC: "ieee", or tf32 passes on tensor cores; halves: "tf32").
+    acc_w2 = tl.dot(tl.trans(act), gz, acc_w2, input_precision=PREC)
+    g_act = tl.dot(gz, tl.trans(w2), input_precision=PREC)
     g_act += gs[:, None] * w2s[None, :]
     # softplus'(pre) = sigmoid(pre), exactly 1 above torch's threshold (20).
     g_pre = tl.where(pre > 20.0, g_act, g_act / (1.0 + tl.exp(-pre)))
     g_pre = tl.where(m[:, None], g_pre, 0.0)
-    if IEEE:
-        acc_w1 = tl.dot(tl.trans(feat), g_pre, acc_w1, input_precision="ieee")
-        g_feat = tl.dot(g_pre, tl.trans(w1), input_precision="ieee")
-    else:
-        acc_w1 = tl.dot(tl.trans(feat), g_pre, acc_w1, input_precision="tf32")
-        g_feat = tl.dot(g_pre, tl.trans(w1), input_precision="tf32")
+    acc_w1 = tl.dot(tl.trans(feat), g_pre, acc_w1, input_precision=PREC)
+    g_feat = tl.dot(g_pre, tl.trans(w1), input_precision=PREC)
     # The mean of the three planes: 1/3 of the gradient to each tap.
     gqx, gqy, gqz = _taps_backward(planes_ptr, gplanes_ptr, base, qx, qy, qz, m, H, W, C, CP, PLANE_SET,
                                    g_feat / 3.0)
@@ -293,7 +287,7 @@ def _store_pass(scratch_ptr, r64, rmask, MP: tl.constexpr, pass_idx, stride, P, 
 # 8 warps, spills ~0.5 KB per thread (Triton 3.7, 48+48); 32 depths spilled 2-3 KB in every
 # mode, 16 depths with 4 warps 1.7-2 KB. Software pipelining of its loop (3 stages, Triton's
 # default) only added spills (3.5 KB vs 2 KB at 32 depths) and compile time (28 s vs 13 s).
-MARCH_BWD_CONFIGS = ((1, 8, 255),)
+MARCH_BWD_CONFIGS = CONFIGS
 DECODE_BWD_CONFIGS = ((1, 8, 255, 1),)
 # The decode backward's persistent programs: G = min(work items, PROGRAMS_PER_SM x multiprocessors)
 # on a GPU, each looping over its items with the decoder's partial gradients in registers; two
@@ -302,19 +296,19 @@ DECODE_BWD_CONFIGS = ((1, 8, 255, 1),)
 PROGRAMS_PER_SM = 4
 INTERPRET_PROGRAMS = 2
 INTERPRET_BLOCK_R = 16
-# Stage 2 takes at most CHUNK depths of a ray per work item (BLOCK_R x CHUNK points, >= 16 for
-# tl.dot). Under the interpreter 8, so that the tests' 10-16 samples per pass span two chunks.
-CHUNK = 8 if INTERPRET else 16
+# Stage 2 takes CH depths of a ray per work item (the forward's chunk, render.CH: BLOCK_R x CH
+# points, >= 16 for tl.dot), cdiv(max(N, N_f), CH) chunks per pass: 3 at 48 samples, not 4.
 
 
 @triton.autotune(configs=launch_configs("BLOCK_R", MARCH_BWD_CONFIGS, INTERPRET_BLOCK_R),
-                 key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
+                 key=["MP", "HAS_FINE", "CP", "HD", "OP", "DOT_DTYPE", "PREC"])
 @triton.jit
 def _march_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr, d_ptr, start_ptr, end_ptr, su_ptr,
                       iu_ptr, grgb_ptr, gdepth_ptr, gwsum_ptr, scratch_ptr, P, R, N, NF, H, W, C, O, box_warp,
                       CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr,
-                      DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr, DISPARITY: tl.constexpr,
-                      WHITE_BACK: tl.constexpr, HAS_FINE: tl.constexpr, MP: tl.constexpr, BLOCK_R: tl.constexpr):
+                      DOT_DTYPE: tl.constexpr, PREC: tl.constexpr, DISPARITY: tl.constexpr,
+                      WHITE_BACK: tl.constexpr, HAS_FINE: tl.constexpr, MP: tl.constexpr, CH: tl.constexpr,
+                      BLOCK_R: tl.constexpr):
     """Stage 1 of the backward, per block of rays: the forward again (the forward kernel's own
     helpers, so the same importance depths), keeping per-sample scalars only, then the march's
     backward; writes each sample's depth, colour coefficient and dL/dsigma_raw to the scratch."""
@@ -329,18 +323,18 @@ def _march_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_p
     g_white = tl.sum(g2, axis=1)
     ox, oy, oz, dx, dy, dz, near, t_c, cmask = _ray_limits_and_coarse(o_ptr, d_ptr, start_ptr, end_ptr, su_ptr, r,
                                                                       rmask, N, MP, DISPARITY)
-    sigma_c, col_c = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
-                                  t_c, cmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
-    cg_c = tl.sum(col_c * g2[:, None, :], axis=2)
+    sigma_c, cg_c = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
+                                 t_c, rmask, N, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH, False,
+                                 g2)
     if HAS_FINE:
-        t_f, fmask = _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF)
-        sigma_f, col_f = _decode_rows(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
-                                      dz, t_f, fmask, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
-        cg_f = tl.sum(col_f * g2[:, None, :], axis=2)
+        t_f, bins, fmask = _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF)
+        sigma_f, cg_f = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
+                                     dz, t_f, rmask, NF, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH,
+                                     False, g2)
         # The march's backward in merged order, then back to each sample's own column.
-        t_all = _interleave(t_c, t_f)
-        rank, src = _merge_order(t_all, _interleave(cmask, fmask))
-        w, g_sig = march_backward(tl.gather(t_all, src, axis=1), tl.gather(_interleave(sigma_c, sigma_f), src, axis=1),
+        rank, src = _merge_order(t_c, t_f, bins, N, NF)
+        w, g_sig = march_backward(tl.gather(_interleave(t_c, t_f), src, axis=1),
+                                  tl.gather(_interleave(sigma_c, sigma_f), src, axis=1),
                                   tl.gather(_interleave(cg_c, cg_f), src, axis=1), N + NF, g_depth, g_wsum, g_white,
                                   WHITE_BACK)
         coef_c, coef_f = tl.split(tl.reshape(tl.gather(colour_coefficients(w), rank, axis=1), (BLOCK_R, MP, 2)))
@@ -357,23 +351,23 @@ def _march_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_p
 
 
 @triton.autotune(configs=launch_configs("BLOCK_R", DECODE_BWD_CONFIGS, INTERPRET_BLOCK_R),
-                 key=["MP", "CHUNK", "PASSES", "CP", "HD", "OP", "DOT_DTYPE", "IEEE"],
+                 key=["MP", "CHUNK", "PASSES", "CP", "HD", "OP", "DOT_DTYPE", "PREC"],
                  reset_to_zero=["gplanes_ptr", "partial_ptr"])
 @triton.jit
 def _decode_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr, d_ptr, grgb_ptr, scratch_ptr,
                        gplanes_ptr, partial_ptr, gray_ptr, P, R, N, NF, H, W, C, O, box_warp, CP: tl.constexpr,
                        HD: tl.constexpr, OP: tl.constexpr, PLANE_SET: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                       IEEE: tl.constexpr, PASSES: tl.constexpr, MP: tl.constexpr, CHUNK: tl.constexpr,
+                       PREC: tl.constexpr, PASSES: tl.constexpr, MP: tl.constexpr, CHUNK: tl.constexpr,
                        BLOCK_R: tl.constexpr):
     """Stage 2, persistent: each program loops over work items (a pass, a chunk of CHUNK depths and a
     block of BLOCK_R rays: BLOCK_R x CHUNK points): the decode again, then the decoder's and the
     taps' backwards (_points_backward). Planes: atomics; decoder: this program's partial sums, one
     row of ``partial``; rays: the item's dL/dorigin and dL/ddirection, one row of the
-    (PASSES x MP / CHUNK, P, 6) ``gray``, summed on the host."""
+    (PASSES x cdiv(max(N, NF), CHUNK), P, 6) ``gray``, summed on the host."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     blocks = tl.cdiv(P, BLOCK_R)
-    NCHUNK: tl.constexpr = MP // CHUNK
+    NCHUNK = tl.cdiv(tl.maximum(N, NF), CHUNK)
     iters = tl.cdiv(PASSES * NCHUNK * blocks - pid, nprog)
     acc_w1 = tl.zeros((CP, HD), dtype=tl.float32)
     acc_w2 = tl.zeros((HD, OP), dtype=tl.float32)
@@ -406,7 +400,7 @@ def _decode_bwd_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_
         dz = tl.load(d_ptr + r64 * 3 + 2, mask=rmask, other=0.0)
         acc_w1, acc_w2, d_w2s, d_b1, d_b2, d_b2s, gox, goy, goz, gdx, gdy, gdz = _points_backward(
             planes_ptr, gplanes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, r // R, ox, oy, oz, dx, dy, dz, t,
-            smask, coef, g_sig, g2, acc_w1, acc_w2, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
+            smask, coef, g_sig, g2, acc_w1, acc_w2, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC)
         acc_w2s += d_w2s
         acc_b1 += d_b1
         acc_b2 += d_b2
@@ -462,7 +456,7 @@ def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tens
         check(name, t, len(shape), device=dev)
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    dtype, ieee = dot_mode(precision)
+    dtype, prec = dot_mode(precision)
     cp, hdp, op = w1t.shape[0], w1t.shape[1], w2t.shape[1]
     Hd = w1.shape[0]
     # Accumulated into: zeros, never poisoned.
@@ -470,7 +464,8 @@ def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tens
     P = B * R
     MP = next_pow2(max(N, NF), 16)
     passes = 2 if NF > 0 else 1
-    items = passes * (MP // min(MP, CHUNK))  # work items per block of rays in stage 2
+    nchunk = triton.cdiv(max(N, NF), CH)
+    items = passes * nchunk  # work items per block of rays in stage 2
     block_r = INTERPRET_BLOCK_R if INTERPRET else DECODE_BWD_CONFIGS[0][0]
     G = num_programs(dev, items * triton.cdiv(P, block_r)) if P else 1
     width = cp * hdp + hdp * op + 2 * hdp + 1 + op
@@ -481,18 +476,17 @@ def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tens
             raise ValueError(f"{P} rays x {passes} x {MP} samples: the backward's scratch has more elements than "
                              "the kernels index (2**31-1); render fewer rays per call")
         scratch = ops.new_output((3, passes, P, MP), ray_origins)
-        chunk = min(MP, CHUNK)
-        g_rays = ops.new_output((passes * (MP // chunk), P, 6), ray_origins)
-        common = dict(CP=cp, HD=hdp, OP=op, PLANE_SET=int(plane_set), DOT_DTYPE=dtype, IEEE=ieee, MP=MP)
+        g_rays = ops.new_output((passes * nchunk, P, 6), ray_origins)
+        common = dict(CP=cp, HD=hdp, OP=op, PLANE_SET=int(plane_set), DOT_DTYPE=dtype, PREC=prec, MP=MP)
         with launch_device(dev):
             wrap_triton(_march_bwd_kernel)[lambda meta: (triton.cdiv(P, meta["BLOCK_R"]),)](
                 planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, ray_start, ray_end, stratified_u,
                 importance_u, grad_rgb, grad_depth, grad_wsum, scratch, P, R, N, NF, H, W, C, O, float(box_warp),
-                DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0, **common)
+                DISPARITY=bool(disparity), WHITE_BACK=bool(white_back), HAS_FINE=NF > 0, CH=CH, **common)
             # One config, BLOCK_R = block_r: G programs (G rows of partial sums).
             wrap_triton(_decode_bwd_kernel)[lambda meta: (min(G, items * triton.cdiv(P, meta["BLOCK_R"])),)](
                 planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, grad_rgb, scratch, g_planes, partial,
-                g_rays, P, R, N, NF, H, W, C, O, float(box_warp), PASSES=passes, CHUNK=chunk, **common)
+                g_rays, P, R, N, NF, H, W, C, O, float(box_warp), PASSES=passes, CHUNK=CH, **common)
         g_rays = g_rays.sum(0)
         g_origins, g_dirs = g_rays[:, :3].reshape(B, R, 3).contiguous(), g_rays[:, 3:].reshape(B, R, 3).contiguous()
     else:

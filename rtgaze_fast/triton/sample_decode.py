@@ -21,11 +21,11 @@ from ._common import (check, check_planes, decode_points, dot_mode, launch_confi
 CONFIGS = ((32, 8), (64, 8), (32, 4))
 
 
-@triton.autotune(configs=launch_configs("BLOCK", CONFIGS, 256), key=["CP", "HD", "OP", "DOT_DTYPE", "IEEE"])
+@triton.autotune(configs=launch_configs("BLOCK", CONFIGS, 256), key=["CP", "HD", "OP", "DOT_DTYPE", "PREC"])
 @triton.jit
 def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, points_ptr, sigma_ptr, rgb_ptr,
                           total, M, H, W, C, O, box_warp, CP: tl.constexpr, HD: tl.constexpr, OP: tl.constexpr,
-                          PLANE_SET: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr,
+                          PLANE_SET: tl.constexpr, DOT_DTYPE: tl.constexpr, PREC: tl.constexpr,
                           BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < total
@@ -34,7 +34,7 @@ def _sample_decode_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr,
     py = tl.load(points_ptr + i64 * 3 + 1, mask=mask, other=0.0)
     pz = tl.load(points_ptr + i64 * 3 + 2, mask=mask, other=0.0)
     sigma, out = decode_points(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, i // M, px, py, pz, mask, H,
-                               W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, IEEE)
+                               W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC)
     tl.store(sigma_ptr + i64, sigma, mask=mask)
     o = tl.arange(0, OP)[None, :]
     tl.store(rgb_ptr + i64[:, None] * O + o, out, mask=mask[:, None] & (o < O))
@@ -49,7 +49,7 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
         raise ValueError(f"points must be (B={planes.shape[0]}, M, 3), got {tuple(points.shape)}")
     B, _, H, W, C = planes.shape
     w1t, b1p, w2t, w2s, b2p, O = prepare_decoder(w1, b1, w2, b2, C, planes.device)
-    dtype, ieee = dot_mode(precision)
+    dtype, prec = dot_mode(precision)
     M = points.shape[1]
     sigma = ops.new_output((B, M), points)
     rgb = ops.new_output((B, M, O), points)
@@ -60,5 +60,5 @@ def sample_decode_triton(planes: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2:
             wrap_triton(_sample_decode_kernel)[grid](planes, w1t, b1p, w2t, w2s, b2p, points, sigma, rgb, total, M, H,
                                                      W, C, O, float(box_warp), CP=w1t.shape[0], HD=w1t.shape[1],
                                                      OP=w2t.shape[1], PLANE_SET=int(plane_set), DOT_DTYPE=dtype,
-                                                     IEEE=ieee)
+                                                     PREC=prec)
     return sigma, rgb
