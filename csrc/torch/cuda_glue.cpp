@@ -44,7 +44,8 @@ void check_launch(cudaError_t err, const char* kernel) {
                 major, ".", minor, "\" pip install --no-build-isolation -e . (nvcc 13 builds 7.5 and newer)");
   }
   TORCH_CHECK(err != cudaErrorNotSupported, "rtgaze_fast: the cuda ", kernel, " kernel needs compute capability 8.0 ",
-              "or newer (tf32 tensor cores, shared memory); use backend='triton' or 'torch' to train on this GPU");
+              "or newer (tf32 tensor cores, shared memory) and code built for it (TORCH_CUDA_ARCH_LIST with 8.0 or newer, ",
+              "not only older +PTX); use backend='triton' or 'torch' to train on this GPU");
   TORCH_CHECK(err != cudaErrorInvalidConfiguration, "rtgaze_fast: the ", kernel, " kernel's shared memory for one ",
               "warp (N + N_f samples per ray) exceeds this GPU's limit per block; render fewer samples per ray or ",
               "use backend='triton' / 'torch'");
