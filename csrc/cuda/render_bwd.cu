@@ -408,7 +408,8 @@ cudaError_t launch(const RenderGradParams& g, cudaStream_t stream) {
   const int warps = warps_for(block, warp, optin, kMaxWarps);
   if (warps == 0) return cudaErrorInvalidConfiguration;
   const int smem = block + warps * warp;
-  err = cudaFuncSetAttribute(render_backward_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The device's limit, not smem (see render_fwd.cu's launch_tiles).
+  err = cudaFuncSetAttribute(render_backward_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   if (err != cudaSuccess) return err;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, render_backward_kernel<P>, warps * 32, smem);

@@ -207,7 +207,9 @@ cudaError_t launch_tiles(Kernel kernel, const Params& p, long long items, int bl
   const int warps = warps_for(block_bytes, warp_bytes, optin, kMaxWarps);
   if (warps == 0) return cudaErrorInvalidConfiguration;  // the glue's message names the limit
   const int smem = block_bytes + warps * warp_bytes;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The opt-in cap is the device's limit, not this launch's size: the attribute is per function, so
+  // a host thread launching a smaller S could otherwise lower it under a larger launch in flight.
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   if (err != cudaSuccess) return err;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);
