@@ -1,6 +1,7 @@
 """The CUDA kernels' index math on the CPU (no GPU can run them here): tests/cpp/tile_layout_check.cpp
-includes rtgaze/tile.h, the header csrc/cuda/tile.cuh uses, and checks that every mma.sync
-fragment (tf32 m16n8k8, fp16/bf16 m16n8k16: A, B, C), every swizzled weight slot and every lane of
+includes rtgaze/tile.h, the header csrc/cuda/tile.cuh uses, and checks that the mma.sync fragment
+layouts are the PTX ISA's tables (a warp GEMM emulated through them, with the swizzled weights,
+equals the plain product), that every mma.sync fragment (tf32 m16n8k8, fp16/bf16 m16n8k16: A, B, C), every swizzled weight slot and every lane of
 the texel gather covers its elements exactly once, that the forward's shared-memory A loads are
 free of bank conflicts, and that the shared-memory plans fit the architectures' limits."""
 import shutil

@@ -61,8 +61,8 @@ def test_every_cuda_op_checks_every_tensor_against_one_device():
         text = body + (inputs if "render_inputs(" in body else "")
         text += pad if "pad_inputs(" in text else ""
         for t in params:
-            if t == "planes":  # the anchor: check_input(planes, ...), a CUDA tensor; the guard is its device
-                assert "CUDAGuard guard(planes.device())" in body, name
+            if t == "planes":  # the anchor: checked to be a CUDA tensor before the guard takes its device
+                assert 'CUDAGuard guard(cuda_anchor(planes, "planes").device())' in body, name
                 continue
             anchored = re.search(rf"check_cuda\({t}, \"{t}\", \d, (\w+), \"\w+\"\)", text)
             assert anchored, f"{name}: {t} is not checked against the op's device"

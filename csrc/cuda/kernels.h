@@ -60,7 +60,7 @@ struct RenderGradParams {
 cudaError_t render_fwd(const RenderParams& p, cudaStream_t stream);
 cudaError_t sample_decode_fwd(const SampleDecodeParams& p, cudaStream_t stream);
 // cudaErrorInvalidConfiguration: not even one warp's shared memory fits the device (S too large);
-// cudaErrorNotSupported: render_bwd on compute capability < 8.0.
+// cudaErrorNotSupported: render_bwd on compute capability < 8.0, or from code built for one (older PTX).
 cudaError_t render_bwd(const RenderGradParams& p, cudaStream_t stream);
 // march and importance over P flattened rays; the arrays are as in ops.py (rays flattened).
 cudaError_t march_fwd(const float* rgb, const float* sigma, const float* depths, long long P, int S, int O,

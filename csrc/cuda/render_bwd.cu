@@ -397,12 +397,19 @@ cudaError_t launch(const RenderGradParams& g, cudaStream_t stream) {
   cudaGetDevice(&dev);
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   if (major < 8) return cudaErrorNotSupported;
+  // The kernel's body exists only in code built for sm_80+: an 8.x+ device that JIT-compiles older
+  // PTX (TORCH_CUDA_ARCH_LIST="7.5+PTX") would run an empty kernel and return zero gradients.
+  cudaFuncAttributes attr;
+  cudaError_t err = cudaFuncGetAttributes(&attr, render_backward_kernel<P>);
+  if (err != cudaSuccess) return err;
+  if (attr.ptxVersion < 80) return cudaErrorNotSupported;
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   const int warps = warps_for(block, warp, optin, kMaxWarps);
   if (warps == 0) return cudaErrorInvalidConfiguration;
   const int smem = block + warps * warp;
-  cudaError_t err = cudaFuncSetAttribute(render_backward_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The device's limit, not smem (see render_fwd.cu's launch_tiles).
+  err = cudaFuncSetAttribute(render_backward_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   if (err != cudaSuccess) return err;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, render_backward_kernel<P>, warps * 32, smem);

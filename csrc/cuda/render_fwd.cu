@@ -114,8 +114,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) render_kernel(const RenderP
         m.w[k] = wk;
         W += wk;
         D += wk * ((t0 + t1) * 0.5f);
-        mn = fminf(mn, t1);
-        mx = fmaxf(mx, t1);
+        // torch.min / max: a NaN depth (NaN planes give NaN fine depths) makes the range NaN, as the
+        // reference's batch clamp; fminf / fmaxf would drop it and clamp a NaN ray's +inf depth.
+        mn = t1 < mn || t1 != t1 ? t1 : mn;
+        mx = t1 > mx || t1 != t1 ? t1 : mx;
       }
       const float depth = D / W;
       p.depth[i] = depth != depth ? __int_as_float(0x7f800000) : depth;
@@ -205,7 +207,9 @@ cudaError_t launch_tiles(Kernel kernel, const Params& p, long long items, int bl
   const int warps = warps_for(block_bytes, warp_bytes, optin, kMaxWarps);
   if (warps == 0) return cudaErrorInvalidConfiguration;  // the glue's message names the limit
   const int smem = block_bytes + warps * warp_bytes;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The opt-in cap is the device's limit, not this launch's size: the attribute is per function, so
+  // a host thread launching a smaller S could otherwise lower it under a larger launch in flight.
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   if (err != cudaSuccess) return err;
   int per_sm = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);

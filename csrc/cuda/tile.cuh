@@ -15,6 +15,9 @@ namespace rtgaze {
 namespace cuda {
 namespace tile {
 using namespace rtg_tile;
+static_assert(rtgaze::cuda::kC == rtg_tile::kC && rtgaze::cuda::kHidden == rtg_tile::kHidden &&
+                  rtgaze::cuda::kOut1 == rtg_tile::kOut1 && rtgaze::cuda::kMaxSamples == rtg_tile::kMaxSamples,
+              "kernels.h (the glue's sizes) and rtgaze/tile.h (the kernels' layouts) disagree");
 
 __device__ __forceinline__ int lane_id() { return threadIdx.x & 31; }
 

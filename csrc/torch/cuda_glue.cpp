@@ -23,6 +23,14 @@ void check_cuda(const Tensor& t, const char* name, int64_t dim, const Tensor& fi
   check_same_device(t.device(), name, first.device(), first_name);
 }
 
+// The op's anchor tensor (planes) is a CUDA tensor: checked before the device guard is built on its
+// device, since these ops are dispatched when any argument is a CUDA tensor and c10's CUDA guard on
+// a CPU device fails an internal assert instead of naming the argument.
+const Tensor& cuda_anchor(const Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor for this backend, got ", t.device());
+  return t;
+}
+
 // A launch error as an exception; a GPU this build has no code for gets the rebuild command.
 void check_launch(cudaError_t err, const char* kernel) {
   if (err == cudaSuccess) return;
@@ -36,7 +44,8 @@ void check_launch(cudaError_t err, const char* kernel) {
                 major, ".", minor, "\" pip install --no-build-isolation -e . (nvcc 13 builds 7.5 and newer)");
   }
   TORCH_CHECK(err != cudaErrorNotSupported, "rtgaze_fast: the cuda ", kernel, " kernel needs compute capability 8.0 ",
-              "or newer (tf32 tensor cores, shared memory); use backend='triton' or 'torch' to train on this GPU");
+              "or newer (tf32 tensor cores, shared memory) and code built for it (TORCH_CUDA_ARCH_LIST with 8.0 or newer, ",
+              "not only older +PTX); use backend='triton' or 'torch' to train on this GPU");
   TORCH_CHECK(err != cudaErrorInvalidConfiguration, "rtgaze_fast: the ", kernel, " kernel's shared memory for one ",
               "warp (N + N_f samples per ray) exceeds this GPU's limit per block; render fewer samples per ray or ",
               "use backend='triton' / 'torch'");
@@ -101,7 +110,7 @@ std::tuple<Tensor, Tensor> sample_decode_cuda(const Tensor& planes, const Tensor
                                               double box_warp, int64_t plane_set, c10::string_view precision) {
   const rc::Precision prec = kernel_precision(precision);
   check_plane_set(plane_set);
-  const c10::cuda::CUDAGuard guard(planes.device());
+  const c10::cuda::CUDAGuard guard(cuda_anchor(planes, "planes").device());
   const Padded pad = pad_inputs(planes, w1, b1, w2, b2, prec);
   check_cuda(points, "points", 3, planes, "planes");
   TORCH_CHECK_VALUE(points.size(0) == planes.size(0) && points.size(2) == 3, "points must be (B=", planes.size(0),
@@ -214,7 +223,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cuda(
     const Tensor& ray_origins, const Tensor& ray_directions, const Tensor& ray_start, const Tensor& ray_end,
     const Tensor& stratified_u, const Tensor& importance_u, double box_warp, bool disparity, bool white_back,
     int64_t plane_set, c10::string_view precision) {
-  const c10::cuda::CUDAGuard guard(planes.device());
+  const c10::cuda::CUDAGuard guard(cuda_anchor(planes, "planes").device());
   Padded pad;
   rc::RenderParams p = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end,
                                      stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
@@ -242,7 +251,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision) {
   at::globalContext().alertNotDeterministic(
       "rtgaze_fast render_backward_cuda (fp32 atomics into the planes' and the decoder's gradients)");
-  const c10::cuda::CUDAGuard guard(planes.device());
+  const c10::cuda::CUDAGuard guard(cuda_anchor(planes, "planes").device());
   Padded pad;
   rc::RenderGradParams g{};
   g.fwd = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end, stratified_u,

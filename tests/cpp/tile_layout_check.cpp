@@ -1,4 +1,6 @@
 // Host check of the CUDA kernels' index math (rtgaze/tile.h), run by tests/test_cuda_layout.py:
+// the MMA fragments are the PTX ISA's tables (sm_75's pair of k8 MMAs included) and a warp GEMM
+// emulated through those tables (swizzled weights, fragment offsets) equals the plain product;
 // every MMA fragment, swizzled weight slot and texel-gather lane covers its elements exactly once,
 // the forward's shared-memory loads are free of bank conflicts, and the shared-memory plans fit.
 // Prints one line per failed check and exits non-zero if any.
@@ -60,7 +62,174 @@ static int conflict_degree(const std::vector<long>& words, int width_words) {
   return worst;
 }
 
+// The PTX ISA's fragment tables ("Matrix fragments for mma.m16n8k8", .tf32 and .f16, and
+// "mma.m16n8k16", .f16/.bf16) as the ISA words them, apart from tile.h's formulas: the (row, col)
+// of element i of A, B and C/D in lane (groupID = lane >> 2, threadID_in_group = lane % 4).
+static void ptx_a(int kind, int lane, int i, int* row, int* col) {
+  const int group = lane >> 2, tig = lane % 4;
+  if (kind == kTf32Kind) {  // m16n8k8 .tf32: a0..a3
+    *row = (i == 0 || i == 2) ? group : group + 8;
+    *col = (i == 0 || i == 1) ? tig : tig + 4;
+  } else {  // m16n8k16 .f16/.bf16: a0..a7
+    *row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+    *col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+  }
+}
+static void ptx_b(int kind, int lane, int i, int* row, int* col) {
+  const int group = lane >> 2, tig = lane % 4;
+  *col = group;
+  *row = kind == kTf32Kind ? (i == 0 ? tig : tig + 4) : tig * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+}
+static void ptx_c(int lane, int i, int* row, int* col) {
+  const int group = lane >> 2, tig = lane % 4;
+  *row = i < 2 ? group : group + 8;
+  *col = tig * 2 + (i & 1);
+}
+// m16n8k8 .f16 (sm_75, which has no m16n8k16): A a0..a3, B b0..b1.
+static void ptx_a_k8_f16(int lane, int i, int* row, int* col) {
+  *row = i < 2 ? (lane >> 2) : (lane >> 2) + 8;
+  *col = (lane % 4) * 2 + (i & 1);
+}
+static void ptx_b_k8_f16(int lane, int i, int* row, int* col) {
+  *row = (lane % 4) * 2 + (i & 1);
+  *col = lane >> 2;
+}
+
+// One warp-level MMA as the hardware does it: the lanes' registers placed by the PTX tables,
+// D = A B + C, D handed back to the lanes by the C table. a[lane][i], b[lane][i], c[lane][i].
+static void ptx_mma(int kind, const double a[32][8], const double b[32][4], double c[32][4]) {
+  const int K = k_step(kind);
+  double A[16][16] = {}, B[16][8] = {}, D[16][8] = {};
+  for (int l = 0; l < 32; ++l) {
+    for (int i = 0; i < a_elems(kind); ++i) {
+      int r, k;
+      ptx_a(kind, l, i, &r, &k);
+      A[r][k] = a[l][i];
+    }
+    for (int i = 0; i < b_elems(kind); ++i) {
+      int k, n;
+      ptx_b(kind, l, i, &k, &n);
+      B[k][n] = b[l][i];
+    }
+    for (int i = 0; i < 4; ++i) {
+      int r, n;
+      ptx_c(l, i, &r, &n);
+      D[r][n] = c[l][i];
+    }
+  }
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n)
+      for (int k = 0; k < K; ++k) D[r][n] += A[r][k] * B[k][n];
+  for (int l = 0; l < 32; ++l) {
+    for (int i = 0; i < 4; ++i) {
+      int r, n;
+      ptx_c(l, i, &r, &n);
+      c[l][i] = D[r][n];
+    }
+  }
+}
+
+// tile.cuh's warp_gemm on the host: A (16 x K) read per lane through a_elem, W (K x N) swizzled
+// as swizzle_weights writes it and read at warp_gemm's fragment offsets, every K step through
+// ptx_mma, the result read back through c_elem. Must equal A W: checks the layouts, the swizzle and
+// the fragment addressing together (a permutation that still covers every element would not).
+static void check_warp_gemm(int kind, int K, int N) {
+  const int NT = N / 8, elems = b_elems(kind), per_tile = 32 * elems, kk = k_step(kind);
+  std::vector<double> A(16 * K), W(K * N), sw(K * N);
+  for (int i = 0; i < 16 * K; ++i) A[i] = (i * 7 + 3) % 11 - 5;  // small integers: exact sums
+  for (int i = 0; i < K * N; ++i) W[i] = (i * 5 + 1) % 13 - 6;
+  for (int i = 0; i < K * N; ++i) {  // swizzle_weights
+    const int tile_i = i / per_tile, within = i % per_tile, lane = within / elems, e = within % elems;
+    int k, n;
+    b_elem(kind, lane, e, &k, &n);
+    sw[i] = W[(k + (tile_i / NT) * kk) * N + n + (tile_i % NT) * 8];
+  }
+  std::vector<double> acc(32 * NT * 4, 0.0);
+  for (int ks = 0; ks < K / kk; ++ks) {
+    double a[32][8] = {};
+    for (int l = 0; l < 32; ++l) {
+      for (int e = 0; e < a_elems(kind); ++e) {
+        int r, c;
+        a_elem(kind, l, e, &r, &c);
+        a[l][e] = A[r * K + ks * kk + c];
+      }
+    }
+    for (int nt = 0; nt < NT; ++nt) {
+      double b[32][4] = {}, c[32][4];
+      for (int l = 0; l < 32; ++l) {
+        for (int e = 0; e < elems; ++e) b[l][e] = sw[((ks * NT + nt) * 32 + l) * elems + e];
+        for (int e = 0; e < 4; ++e) c[l][e] = acc[(l * NT + nt) * 4 + e];
+      }
+      ptx_mma(kind, a, b, c);
+      for (int l = 0; l < 32; ++l)
+        for (int e = 0; e < 4; ++e) acc[(l * NT + nt) * 4 + e] = c[l][e];
+    }
+  }
+  int bad = 0;
+  for (int l = 0; l < 32; ++l) {
+    for (int nt = 0; nt < NT; ++nt) {
+      for (int e = 0; e < 4; ++e) {
+        int r, c;
+        c_elem(l, e, &r, &c);
+        c += nt * 8;
+        double want = 0.0;
+        for (int k = 0; k < K; ++k) want += A[r * K + k] * W[k * N + c];
+        bad += acc[(l * NT + nt) * 4 + e] != want;
+      }
+    }
+  }
+  CHECK(bad == 0, "%s warp_gemm %dx%d emulated through the PTX tables: %d of %d outputs wrong",
+        kind == kTf32Kind ? "tf32" : "f16", K, N, bad, 16 * N);
+}
+
 int main() {
+  // tile.h's fragment formulas are the PTX ISA's tables, element by element.
+  for (int kind : {kTf32Kind, kF16Kind}) {
+    for (int lane = 0; lane < 32; ++lane) {
+      for (int e = 0; e < a_elems(kind); ++e) {
+        int r, c, pr, pc;
+        a_elem(kind, lane, e, &r, &c);
+        ptx_a(kind, lane, e, &pr, &pc);
+        CHECK(r == pr && c == pc, "kind %d A lane %d a%d: (%d, %d), PTX (%d, %d)", kind, lane, e, r, c, pr, pc);
+      }
+      for (int e = 0; e < b_elems(kind); ++e) {
+        int k, n, pk, pn;
+        b_elem(kind, lane, e, &k, &n);
+        ptx_b(kind, lane, e, &pk, &pn);
+        CHECK(k == pk && n == pn, "kind %d B lane %d b%d: (%d, %d), PTX (%d, %d)", kind, lane, e, k, n, pk, pn);
+      }
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int e = 0; e < 4; ++e) {
+      int r, c, pr, pc;
+      c_elem(lane, e, &r, &c);
+      ptx_c(lane, e, &pr, &pc);
+      CHECK(r == pr && c == pc, "C lane %d c%d: (%d, %d), PTX (%d, %d)", lane, e, r, c, pr, pc);
+    }
+    // sm_75's mma_16<__half>: two m16n8k8 .f16, the first on registers a[0], a[1] and b0 (the
+    // k16 fragment's elements 0..3 and 0..1), the second on a[2], a[3] and b1 at k + 8.
+    for (int e = 0; e < 8; ++e) {
+      int r, c, pr, pc;
+      a_elem(kF16Kind, lane, e, &r, &c);
+      ptx_a_k8_f16(lane, e % 4, &pr, &pc);
+      CHECK(r == pr && c == pc + 8 * (e / 4), "sm_75 A lane %d element %d: (%d, %d), k8 half %d says (%d, %d)", lane,
+            e, r, c, e / 4, pr, pc + 8 * (e / 4));
+    }
+    for (int e = 0; e < 4; ++e) {
+      int k, n, pk, pn;
+      b_elem(kF16Kind, lane, e, &k, &n);
+      ptx_b_k8_f16(lane, e % 2, &pk, &pn);
+      CHECK(k == pk + 8 * (e / 2) && n == pn, "sm_75 B lane %d element %d: (%d, %d)", lane, e, k, n);
+    }
+  }
+  // Every GEMM shape the kernels run with swizzled weights (W2^T, K = 40, is tf32 only).
+  for (int kind : {kTf32Kind, kF16Kind}) {
+    check_warp_gemm(kind, kC, kHidden);
+    check_warp_gemm(kind, kHidden, kOut1Pad);
+    check_warp_gemm(kind, kHidden, kC);
+  }
+  check_warp_gemm(kTf32Kind, kOut1Pad, kHidden);
   for (int kind : {kTf32Kind, kF16Kind}) {
     const char* name = kind == kTf32Kind ? "tf32" : "f16";
     char what[64];
