@@ -45,7 +45,7 @@ fi
 
 if want sanitizer; then
   log "compute-sanitizer (tiny sizes)"
-  for tool in memcheck racecheck initcheck; do
+  for tool in memcheck racecheck initcheck synccheck; do  # synccheck: misused __syncwarp/__syncthreads
     RTGAZE_FAST_TRITON_AUTOTUNE=0 compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py \
       >>"$OUT/sanitizer.log" 2>&1
     log "compute-sanitizer $tool rc=$? (see sanitizer.log)"
