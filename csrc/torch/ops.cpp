@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../cpu/kernels.h"
 #include "rtgaze/schemas.h"
@@ -42,13 +43,23 @@ Decoder fold_decoder(const Tensor& w1, const Tensor& b1, const Tensor& w2, const
   return {w1.t().contiguous(), b1, w2.t().contiguous(), b2, w1, w2};
 }
 
-rtgaze::PlanesArgs planes_args(const Tensor& planes) {
-  check_input(planes, "planes", 5);
-  TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C) channels-last, got ", planes.sizes());
-  return {planes.data_ptr<float>(), static_cast<int>(planes.size(2)), static_cast<int>(planes.size(3)),
-          static_cast<int>(planes.size(4))};
+rtgaze::PlaneStrides plane_strides(const Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4)};
 }
 
+// Planes (B, 3, H, W, C) at any strides: the kernels read them through their strides, so the
+// caller passes them in the layout it holds (EG3D's (B, 3, C, H, W) permuted, channels-last)
+// without a planes-sized copy.
+rtgaze::PlanesArgs planes_args(const Tensor& planes) {
+  TORCH_CHECK_VALUE(planes.dim() == 5, "planes must be 5-D, got shape ", planes.sizes());
+  TORCH_CHECK_TYPE(planes.scalar_type() == at::kFloat, "planes must be float32, got ", planes.scalar_type());
+  TORCH_CHECK_VALUE(planes.device().is_cpu(), "planes must be a CPU tensor for this backend, got ", planes.device());
+  TORCH_CHECK_VALUE(planes.numel() <= std::numeric_limits<int32_t>::max(), "planes has ", planes.numel(),
+                    " elements, more than the kernels index (2**31-1)");
+  TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C), got ", planes.sizes());
+  return {planes.data_ptr<float>(), static_cast<int>(planes.size(2)), static_cast<int>(planes.size(3)),
+          static_cast<int>(planes.size(4)), plane_strides(planes)};
+}
 
 std::tuple<Tensor, Tensor> sample_decode_cpu(const Tensor& planes, const Tensor& w1, const Tensor& b1,
                                              const Tensor& w2, const Tensor& b2, const Tensor& points,
@@ -206,8 +217,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
                     at::IntArrayRef({B, R, O}), ", got ", grad_rgb.sizes());
   TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
                     "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
-  // Gradients start at zero (they are sums); the per-ray ones are written for every ray.
-  Tensor g_planes = at::zeros(planes.sizes(), planes.options());
+  // Gradients start at zero (they are sums); the per-ray ones are written for every ray. The planes'
+  // in the planes' own layout (zeros_like keeps the strides of dense planes), so the caller's
+  // autograd gets it without a layout copy.
+  Tensor g_planes = at::zeros_like(planes);
   Tensor g_origins = new_output({B, R, 3}, ray_origins), g_dirs = new_output({B, R, 3}, ray_origins);
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
                            g_origins.data_ptr<float>(), g_dirs.data_ptr<float>()};
@@ -218,20 +231,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
   const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
-  Tensor extra = at::zeros({shared ? 0 : tasks - 1, planes.numel()}, planes.options());
+  std::vector<Tensor> extra;
+  for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
   Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
   const auto& k = rtgaze::cpu_kernels();
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
       float* gd = g_dec.data_ptr<float>() + task * dec_elems;
-      float* gp = task == 0 || shared ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
+      float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
       rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
-                             shared ? locks.data_ptr<uint8_t>() : nullptr};
+                             shared ? locks.data_ptr<uint8_t>() : nullptr, plane_strides(g_planes)};
       const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
       if (begin < end) k.render_backward(g, gb, begin, end);
     }
   });
-  for (int64_t task = 0; task < extra.size(0); ++task) g_planes.view(-1).add_(extra[task]);
+  for (const Tensor& e : extra) g_planes.add_(e);
   Tensor dec_sum = g_dec.sum(0);
   // Separate tensors (an op's outputs must not alias each other).
   Tensor g_w1 = dec_sum.narrow(0, 0, Hd * C).view({Hd, C}).clone();
