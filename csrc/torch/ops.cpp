@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -123,6 +125,26 @@ Tensor importance_cpu(const Tensor& depths, const Tensor& weights, const Tensor&
   return out;
 }
 
+// fn(task, begin, end) over [0, n) in chunks that `tasks` threads take in turn from a shared
+// counter: on a loaded machine a thread the OS deschedules holds back only its current chunk,
+// not a fixed share of the rays (a static split waits for it).
+template <class F>
+void for_chunks(int64_t n, int64_t chunk, int64_t tasks, const F& fn) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) fn(task, b, std::min(n, b + chunk));
+    }
+  });
+}
+
+// Rays per chunk of the render ops: ~1 ms of work at the tiny model's 16+16 samples.
+constexpr int64_t kRayChunk = 32;
+
+int64_t task_count(int64_t n, int64_t chunk) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk));
+}
+
 // The render op's inputs, checked, as kernel arguments (output pointers left null). dec keeps the
 // transposed decoder weights alive.
 rtgaze::RenderArgs render_inputs(const Tensor& planes, const Tensor& w1, const Tensor& b1, const Tensor& w2,
@@ -190,12 +212,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   a.wsum = wsum.data_ptr<float>();
   a.range = range.data_ptr<float>();
   const auto& k = rtgaze::cpu_kernels();
-  at::parallel_for(0, rays_to_render(B * R), 16, [&](int64_t b, int64_t e) { k.render(a, b, e); });
+  const int64_t rays = rays_to_render(B * R);
+  for_chunks(rays, kRayChunk, task_count(rays, kRayChunk), [&](int64_t, int64_t b, int64_t e) { k.render(a, b, e); });
   return {rgb, depth, wsum, range};
 }
 
-// Recompute backward. Rays are split into one contiguous range per task (a thread each). The
-// decoder's gradients go to a small buffer per task, summed in task order. The planes' gradient:
+// Recompute backward. Rays are split into one contiguous range per task (a thread each; not taken
+// in chunks as the forward's are: with a batch of at least one item per task, the tasks then add
+// into disjoint planes and a run repeats bitwise, as resumed training relies on). The decoder's
+// gradients go to a small buffer per task, summed in task order. The planes' gradient:
 // by default one buffer that every task adds into under per-texel-row spin locks (memory: the
 // gradient itself; the adds' order, so the last bits, may change from run to run); with
 // torch.use_deterministic_algorithms(True), or one task, a buffer per task summed in task order
@@ -225,9 +250,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
                            g_origins.data_ptr<float>(), g_dirs.data_ptr<float>()};
   const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
-  const int64_t grain = 16;
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (P + grain - 1) / grain));
-  const int64_t per_task = (P + tasks - 1) / tasks;
+  const int64_t tasks = task_count(P, 16);
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
   const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
@@ -235,14 +258,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
   Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
   const auto& k = rtgaze::cpu_kernels();
+  auto run = [&](int64_t task, int64_t begin, int64_t end) {
+    float* gd = g_dec.data_ptr<float>() + task * dec_elems;
+    float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
+    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
+                           shared ? locks.data_ptr<uint8_t>() : nullptr, plane_strides(g_planes)};
+    k.render_backward(g, gb, begin, end);
+  };
+  const int64_t per_task = (P + tasks - 1) / tasks;
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
-      float* gd = g_dec.data_ptr<float>() + task * dec_elems;
-      float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
-      rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
-                             shared ? locks.data_ptr<uint8_t>() : nullptr, plane_strides(g_planes)};
       const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
-      if (begin < end) k.render_backward(g, gb, begin, end);
+      if (begin < end) run(task, begin, end);
     }
   });
   for (const Tensor& e : extra) g_planes.add_(e);
