@@ -17,7 +17,7 @@ struct Taps {
 };
 
 // False for NaN coordinates (grid_sample's result is then NaN).
-static inline bool bilinear_taps(int H, int W, float u, float v, Taps* T) {
+RTG_HD bool bilinear_taps(int H, int W, float u, float v, Taps* T) {
   const float ix = ((u + 1.0f) * W - 1.0f) * 0.5f;
   const float iy = ((v + 1.0f) * H - 1.0f) * 0.5f;
   if (ix != ix || iy != iy) return false;
@@ -41,7 +41,7 @@ static inline bool bilinear_taps(int H, int W, float u, float v, Taps* T) {
 // The mean of the three planes' taps at point p (world units) into feat[C]; planes_b: batch item
 // b's planes (P.data + b * P.s.b).
 template <int CF>
-static void triplane_features(const PlanesArgs& P, const float* planes_b, const float* p, float box_warp,
+RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const float* p, float box_warp,
                               int plane_set, float* feat) {
   const int C = RTG_SIZE(CF, P.C);
   const float scale = 2.0f / box_warp;
