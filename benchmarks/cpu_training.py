@@ -6,8 +6,8 @@ against autograd of the eager reference (issue #14's bars), after a gradient par
   training), the fused one with the planes in both memory layouts (EG3D's (B, 3, C, H, W) and
   channels-last, which the kernels read in place), and one whole tiny-model training step
   (batch 8; the trainer's channels-last model), reference vs fused, interleaved repeats, medians;
-  the step also with one torch thread (the CPU time of single-threaded code hardly depends on
-  what else the machine runs);
+  both also with one torch thread (single-threaded code suffers less from other jobs on a
+  loaded machine than threads that wait for each other);
 - memory: the peak resident memory that the renderer's forward+backward adds at 128x128 rays,
   48+48 samples, batch 1, 256x256x32 planes, each backend in its own process (the process's
   high-water mark, reset just before the call, minus its resident memory then), planes in both
@@ -68,7 +68,14 @@ def forward_backward(backend, planes, dec, o, d, opts, noise):
     return torch.autograd.grad(loss, [planes, *dec.parameters()])
 
 
-def renderer_times(repeats):
+def renderer_times(repeats, threads=None):
+    if threads is not None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return dict(renderer_times(repeats), torch_threads=threads)
+        finally:
+            torch.set_num_threads(saved)
     case = scene(**TINY)
     ref = forward_backward("torch", *case)
     fused = forward_backward("cpu", *case)
@@ -155,14 +162,16 @@ def main(argv=None):
         raise SystemExit("the compiled cpu backend is not built")
     mem = {b: peak_memory_bytes(b) for b in ("torch", "cpu")}
     mem_cl = peak_memory_bytes("cpu", channels_last=True)
-    load = [os.getloadavg()[0]]
+    load_avg = [os.getloadavg()[0]]
     result = {
         "what": "fused cpu backward (recompute) vs autograd of the eager reference",
         "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                   f"{torch.get_num_threads()} torch threads, isa {load().cpu_isa()}",
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
-        "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": (f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get("PYTHONPATH") else "")
+                   + "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "renderer": renderer_times(args.repeats),
+        "renderer_1_thread": renderer_times(args.repeats, threads=1),
         "training_step": training_step_times(args.repeats),
         "training_step_1_thread": training_step_times(args.repeats, threads=1),
         "peak_memory": {"shape": FFHQ, "what": "resident memory the forward+backward adds (2 threads)",
@@ -171,7 +180,7 @@ def main(argv=None):
                         "fused_cpu_channels_last_planes_mib": mem_cl / 2 ** 20,
                         "ratio_channels_last_planes": mem["torch"] / max(mem_cl, 1)},
     }
-    result["load_average_1min"] = load + [os.getloadavg()[0]]  # before, after: other jobs on the machine
+    result["load_average_1min"] = load_avg + [os.getloadavg()[0]]  # before, after: other jobs on the machine
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
