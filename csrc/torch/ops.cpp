@@ -217,10 +217,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   return {rgb, depth, wsum, range};
 }
 
-// Recompute backward. Rays are split into one contiguous range per task (a thread each; not taken
-// in chunks as the forward's are: with a batch of at least one item per task, the tasks then add
-// into disjoint planes and a run repeats bitwise, as resumed training relies on). The decoder's
-// gradients go to a small buffer per task, summed in task order. The planes' gradient:
+// Recompute backward. With at least two batch items per thread, threads take whole items (below).
+// Otherwise the rays are split into one contiguous range per task (a thread each; not taken in
+// chunks as the forward's are, so that a run repeats bitwise when the ranges do not share an
+// item, as resumed training relies on). The decoder's gradients go to a small buffer per task,
+// summed in task order. The planes' gradient:
 // by default one buffer that every task adds into under per-texel-row spin locks (memory: the
 // gradient itself; the adds' order, so the last bits, may change from run to run); with
 // torch.use_deterministic_algorithms(True), or one task, a buffer per task summed in task order
@@ -252,27 +253,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
   const int64_t tasks = task_count(P, 16);
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
-  Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
-  const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
-  std::vector<Tensor> extra;
-  for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
-  Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
   const auto& k = rtgaze::cpu_kernels();
-  auto run = [&](int64_t task, int64_t begin, int64_t end) {
-    float* gd = g_dec.data_ptr<float>() + task * dec_elems;
-    float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
-    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
-                           shared ? locks.data_ptr<uint8_t>() : nullptr, plane_strides(g_planes)};
+  // Where rays [begin, end) add their gradients: decoder buffer gd, planes buffer gp, row locks.
+  auto run = [&](float* gd, float* gp, uint8_t* locks, int64_t begin, int64_t end) {
+    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd, locks,
+                           plane_strides(g_planes)};
     k.render_backward(g, gb, begin, end);
   };
-  const int64_t per_task = (P + tasks - 1) / tasks;
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
-      if (begin < end) run(task, begin, end);
-    }
-  });
-  for (const Tensor& e : extra) g_planes.add_(e);
+  Tensor g_dec;
+  if (tasks > 1 && B >= 2 * tasks) {
+    // At least two batch items per task: the tasks take whole items from a shared counter. An
+    // item's planes get adds from one task only (no locks, no extra buffers), its decoder
+    // gradients go to its own buffer, summed in item order (bitwise repeatable, whichever thread
+    // ran an item), and on a loaded machine a descheduled thread holds back one item, not half
+    // of the batch.
+    g_dec = at::zeros({B, dec_elems}, planes.options());
+    for_chunks(B, 1, tasks, [&](int64_t, int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        run(g_dec.data_ptr<float>() + b * dec_elems, g_planes.data_ptr<float>(), nullptr, b * R, (b + 1) * R);
+      }
+    });
+  } else {
+    g_dec = at::zeros({tasks, dec_elems}, planes.options());
+    const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
+    std::vector<Tensor> extra;
+    for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
+    Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
+    const int64_t per_task = (P + tasks - 1) / tasks;
+    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
+        float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
+        if (begin < end) {
+          run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin, end);
+        }
+      }
+    });
+    for (const Tensor& e : extra) g_planes.add_(e);
+  }
   Tensor dec_sum = g_dec.sum(0);
   // Separate tensors (an op's outputs must not alias each other).
   Tensor g_w1 = dec_sum.narrow(0, 0, Hd * C).view({Hd, C}).clone();
