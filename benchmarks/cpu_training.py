@@ -3,11 +3,15 @@ against autograd of the eager reference (issue #14's bars), after a gradient par
 
 - time: the renderer's forward+backward at the tiny model's training shapes (batch 8, 32x32 rays,
   16+16 samples, 64x64x32 planes; gradients to the planes and the decoder, as in RTGaze
-  training), and one whole tiny-model training step (batch 8), reference vs fused, interleaved
-  repeats, medians;
+  training), the fused one with the planes in both memory layouts (EG3D's (B, 3, C, H, W) and
+  channels-last, which the kernels read in place), and one whole tiny-model training step
+  (batch 8; the trainer's channels-last model), reference vs fused, interleaved repeats, medians;
+  both also with one torch thread (single-threaded code suffers less from other jobs on a
+  loaded machine than threads that wait for each other);
 - memory: the peak resident memory that the renderer's forward+backward adds at 128x128 rays,
   48+48 samples, batch 1, 256x256x32 planes, each backend in its own process (the process's
-  high-water mark, reset just before the call, minus its resident memory then).
+  high-water mark, reset just before the call, minus its resident memory then), planes in both
+  layouts.
 
     python benchmarks/cpu_training.py [--repeats 5] [--out benchmarks/results/cpu_training.json]
 """
@@ -64,26 +68,46 @@ def forward_backward(backend, planes, dec, o, d, opts, noise):
     return torch.autograd.grad(loss, [planes, *dec.parameters()])
 
 
-def renderer_times(repeats):
+def renderer_times(repeats, threads=None):
+    if threads is not None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return dict(renderer_times(repeats), torch_threads=threads)
+        finally:
+            torch.set_num_threads(saved)
     case = scene(**TINY)
     ref = forward_backward("torch", *case)
     fused = forward_backward("cpu", *case)
     errors = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(fused, ref)]
     if max(errors) > 1e-4:
         raise SystemExit(f"fused gradients off by {errors} (relative): not timing a wrong backward")
-    t_ref, t_fused = _interleaved_seconds([lambda: forward_backward("torch", *case),
-                                           lambda: forward_backward("cpu", *case)], repeats)
+    case_cl = (channels_last_planes(case[0]),) + case[1:]
+    t_ref, t_fused, t_fused_cl = _interleaved_seconds([lambda: forward_backward("torch", *case),
+                                                       lambda: forward_backward("cpu", *case),
+                                                       lambda: forward_backward("cpu", *case_cl)], repeats)
     with torch.no_grad():
         fwd = [lambda b=b: rf.ImportanceRenderer(backend=b)(*case[:5], **case[5]) for b in ("torch", "cpu")]
         f_ref, f_fused = _interleaved_seconds(fwd, repeats)
-    med = {k: statistics.median(v) for k, v in dict(ref=t_ref, fused=t_fused, ref_fwd=f_ref, fused_fwd=f_fused).items()}
+    med = {k: statistics.median(v) for k, v in dict(ref=t_ref, fused=t_fused, fused_cl=t_fused_cl, ref_fwd=f_ref,
+                                                    fused_fwd=f_fused).items()}
     return {"shape": TINY, "gradient_max_rel_error": max(errors),
-            "forward_backward_ms": {"reference": med["ref"] * 1e3, "fused_cpu": med["fused"] * 1e3},
+            "forward_backward_ms": {"reference": med["ref"] * 1e3, "fused_cpu": med["fused"] * 1e3,
+                                    "fused_cpu_channels_last_planes": med["fused_cl"] * 1e3},
             "forward_only_ms": {"reference": med["ref_fwd"] * 1e3, "fused_cpu": med["fused_fwd"] * 1e3},
-            "speedup_forward_backward": med["ref"] / med["fused"], "speedup_forward": med["ref_fwd"] / med["fused_fwd"]}
+            "speedup_forward_backward": med["ref"] / med["fused"],
+            "speedup_forward_backward_channels_last_planes": med["ref"] / med["fused_cl"],
+            "speedup_forward": med["ref_fwd"] / med["fused_fwd"]}
 
 
-def training_step_times(repeats):
+def training_step_times(repeats, threads=None):
+    if threads is not None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return training_step_times(repeats)
+        finally:
+            torch.set_num_threads(saved)
     gen = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(8, 3, 128, 128, generator=gen) * 2 - 1,
              "target": torch.rand(8, 3, 64, 64, generator=gen) * 2 - 1,
@@ -98,8 +122,9 @@ def training_step_times(repeats):
     t_ref, t_fused = _interleaved_seconds([lambda: trainers[0].train_step(batch),
                                            lambda: trainers[1].train_step(batch)], repeats)
     ref, fused = statistics.median(t_ref), statistics.median(t_fused)
-    return {"config": "tiny", "batch": 8, "step_ms": {"reference": ref * 1e3, "fused_cpu": fused * 1e3},
-            "speedup": ref / fused}
+    return {"config": "tiny", "batch": 8, "torch_threads": torch.get_num_threads(),
+            "step_ms": {"reference": ref * 1e3, "fused_cpu": fused * 1e3}, "speedup": ref / fused,
+            "speedup_median_of_pairs": statistics.median(r / f for r, f in zip(t_ref, t_fused))}
 
 
 _MEMORY_CHILD = """
@@ -137,20 +162,25 @@ def main(argv=None):
         raise SystemExit("the compiled cpu backend is not built")
     mem = {b: peak_memory_bytes(b) for b in ("torch", "cpu")}
     mem_cl = peak_memory_bytes("cpu", channels_last=True)
+    load_avg = [os.getloadavg()[0]]
     result = {
         "what": "fused cpu backward (recompute) vs autograd of the eager reference",
         "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                   f"{torch.get_num_threads()} torch threads, isa {load().cpu_isa()}",
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
-        "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": (f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get("PYTHONPATH") else "")
+                   + "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "renderer": renderer_times(args.repeats),
+        "renderer_1_thread": renderer_times(args.repeats, threads=1),
         "training_step": training_step_times(args.repeats),
+        "training_step_1_thread": training_step_times(args.repeats, threads=1),
         "peak_memory": {"shape": FFHQ, "what": "resident memory the forward+backward adds (2 threads)",
                         "reference_mib": mem["torch"] / 2 ** 20, "fused_cpu_mib": mem["cpu"] / 2 ** 20,
                         "ratio": mem["torch"] / max(mem["cpu"], 1),
                         "fused_cpu_channels_last_planes_mib": mem_cl / 2 ** 20,
                         "ratio_channels_last_planes": mem["torch"] / max(mem_cl, 1)},
     }
+    result["load_average_1min"] = load_avg + [os.getloadavg()[0]]  # before, after: other jobs on the machine
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -10,7 +10,10 @@ under its own op name ``rtgaze_fast::<family>_<backend>`` with the family's sche
 
 Tensor conventions shared by every backend (fp32 unless a precision mode says otherwise):
 
-- ``planes``: (B, 3, H, W, C) channels-last, contiguous. fp32, or fp16/bf16 in those modes.
+- ``planes``: (B, 3, H, W, C), fp32, or fp16/bf16 in those modes. Contiguous (channels-last) for
+  ``triton`` and ``cuda``; the backends in ``STRIDED_PLANES`` (``cpu``) read any strides, so a
+  caller passes EG3D's (B, 3, C, H, W) planes permuted, or a model's channels-last conv output,
+  without a planes-sized layout copy.
 - ``w1`` (Hd, C), ``b1`` (Hd,), ``w2`` (1+O, Hd), ``b2`` (1+O,): decoder weights with gains folded.
 - ``sample_decode``: points (B, M, 3) -> sigma_raw (B, M), rgb (B, M, O) (widened sigmoid applied).
 - ``march``: rgb (B, R, S, O), sigma (B, R, S), depths (B, R, S) sorted -> rgb (B, R, O) (white
@@ -22,12 +25,12 @@ Tensor conventions shared by every backend (fp32 unless a precision mode says ot
   depth (B, R) not clamped, weights_sum (B, R), depth_range (B, R, 2) = per-ray (min, max) of
   the sampled depths; the host applies the batch-wide clamp (``clamp_depth``).
 - ``render_backward``: the gradients of ``render``'s (rgb, depth, weights_sum) -> (planes (B, 3, H, W,
-  C) fp32 whatever the planes' dtype, w1, b1, w2, b2, ray_origins, ray_directions), recomputed from
-  the same inputs (nothing per sample is kept from the forward). ``depth``'s gradient is that of
-  the unclamped depth, used only where the ray's weights_sum > 0 (the reference's empty-ray rule).
-  No gradient through the fine depths (importance sampling runs without grad, as in EG3D) or the
-  limits and noise. A backend with this op trains: ``register_autograd`` makes ``render``
-  differentiable with it.
+  C) fp32 whatever the planes' dtype, in the planes' layout (``torch.empty_like``'s strides), w1,
+  b1, w2, b2, ray_origins, ray_directions), recomputed from the same inputs (nothing per sample is
+  kept from the forward). ``depth``'s gradient is that of the unclamped depth, used only where the
+  ray's weights_sum > 0 (the reference's empty-ray rule). No gradient through the fine depths
+  (importance sampling runs without grad, as in EG3D) or the limits and noise. A backend with this
+  op trains: ``register_autograd`` makes ``render`` differentiable with it.
 - ``plane_set``: index into ``options.PLANE_SETS``; ``precision``: one of ``PRECISIONS``.
 
 Poisoning: with ``RTGAZE_FAST_POISON=1`` in the environment (the test suite sets it) every
@@ -51,6 +54,9 @@ BACKENDS = ("torch",) + FUSED_BACKENDS + ("auto",)
 # decoder on tensor cores in every mode: 3xTF32 for fp32, tf32, fp16, bf16; tf32x3, Triton's
 # fp32-accurate dots as three tf32 tensor-core passes beside its IEEE fp32).
 BACKEND_PRECISIONS = {"cuda": PRECISIONS[:4], "triton": PRECISIONS, "cpu": ("fp32",)}
+# Backends whose ops read ``planes`` at any strides (see the conventions above); the others get a
+# contiguous copy.
+STRIDED_PLANES = ("cpu",)
 
 SCHEMAS: Dict[str, str] = {
     "sample_decode": "(Tensor planes, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor points, "
@@ -115,7 +121,7 @@ def _fake_render(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start,
 def _fake_render_backward(grad_rgb, grad_depth, grad_wsum, planes, w1, b1, w2, b2, ray_origins, ray_directions,
                           ray_start, ray_end, stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
                           precision):
-    return (planes.new_empty(planes.shape, dtype=torch.float32), w1.new_empty(w1.shape), b1.new_empty(b1.shape),
+    return (torch.empty_like(planes, dtype=torch.float32), w1.new_empty(w1.shape), b1.new_empty(b1.shape),
             w2.new_empty(w2.shape), b2.new_empty(b2.shape), ray_origins.new_empty(ray_origins.shape),
             ray_directions.new_empty(ray_directions.shape))
 

@@ -12,6 +12,7 @@ fails (``TRAINING_BACKENDS``)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -136,6 +137,59 @@ def test_gradients_match_reference_autograd(name, plane_set, backend):
     check_grads(make_scene(**kw), backend, dict(plane_set=plane_set))
 
 
+# The planes' memory layouts a caller hands the renderer, all of logical shape (B, 3, C, H, W).
+LAYOUTS = {
+    "channels_first": lambda p: p.clone(),  # EG3D's, as make_scene draws them
+    "channels_last": lambda p: p.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3),
+    # a channels-last conv's (B, 3 C, H, W) output viewed as planes (RTGaze's triplane decoder)
+    "conv_channels_last": lambda p: p.flatten(1, 2).contiguous(memory_format=torch.channels_last).view(p.shape),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ("default", "odd_rays_batch2", "decoder_16_24_3", "box_warp"))
+def test_cpu_gradients_in_every_plane_layout(name, layout):
+    """The cpu kernels read the planes through their strides (whole-texel vector loads when the
+    channels are contiguous, strided loads otherwise; decoder_16_24_3 runs the runtime-size
+    path) and write the planes' gradient in the planes' own layout."""
+    kw = dict(seed=sum(map(ord, name)), rays=25, n=10, n_f=8, plane_res=12)
+    kw.update(CASES[name])
+    s = make_scene(**kw)
+    s = dataclasses.replace(s, planes=LAYOUTS[layout](s.planes))
+    check_grads(s, "cpu")
+    grads = render_grads(s, "cpu")[1]
+    assert grads[0].stride() == s.planes.stride(), (grads[0].stride(), s.planes.stride())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cpu_training_makes_no_planes_sized_copy(layout, monkeypatch):
+    """Training reads the caller's planes in place, forward and backward (the ops get their
+    memory), and the planes' gradient arrives in their strides, so no planes-sized layout copy is
+    made either way (issue #14's memory bar). Inference copies only channel-strided planes."""
+    s = make_scene(seed=13, batch=2, rays=16, n=6, n_f=4, plane_res=8)
+    planes = LAYOUTS[layout](s.planes).requires_grad_(True)
+    seen = []
+    get_op = ops.get_op
+
+    def spy(family, backend):
+        op = get_op(family, backend)
+        return lambda *args: seen.append((family, args[0 if family == "render" else 3])) or op(*args)
+
+    monkeypatch.setattr(ops, "get_op", spy)
+    render = rf.ImportanceRenderer(backend="cpu")
+    args = (s.decoder, s.ray_origins, s.ray_directions, s.options)
+    noise = dict(stratified_u=s.stratified_u, importance_u=s.importance_u)
+    render(planes, *args, **noise)[0].square().sum().backward()
+    assert [f for f, _ in seen] == ["render", "render_backward"]
+    assert all(p.data_ptr() == planes.data_ptr() for _, p in seen)
+    assert planes.grad.stride() == planes.stride()
+    seen.clear()
+    with torch.no_grad():
+        render(planes, *args, **noise)
+    (_, inference_planes), = seen
+    assert (inference_planes.data_ptr() == planes.data_ptr()) == (layout != "channels_first")
+
+
 def test_gradients_with_deterministic_noise(backend):
     check_grads(make_scene(seed=5, rays=20, n=10, n_f=9, plane_res=12), backend, dict(deterministic=True),
                 inject=False)
@@ -153,17 +207,33 @@ def test_deterministic_algorithms_give_bitwise_repeatable_gradients(backend):
     buffers summed in order (its default adds into one buffer under row locks, run-dependent in
     the last bits). triton: the planes' fp32 atomics are sequential in the interpreter; on a GPU
     their order, so the last bits, varies (the cpu backend is the deterministic one)."""
-    s = make_scene(seed=8, batch=2, rays=40, n=8, n_f=8, plane_res=8)
-    torch.use_deterministic_algorithms(True)
-    try:
-        if backend == "cuda":  # fp32 atomics, no deterministic mode: a clear error instead
-            with pytest.raises(RuntimeError, match="render_backward_cuda"):
-                render_grads(s, backend)
-            return
-        a = render_grads(s, backend)[1]
-        b = render_grads(s, backend)[1]
-    finally:
-        torch.use_deterministic_algorithms(False)
+    for layout in ("channels_first", "conv_channels_last"):  # per-task buffers in the planes' strides
+        s = make_scene(seed=8, batch=2, rays=40, n=8, n_f=8, plane_res=8)
+        s = dataclasses.replace(s, planes=LAYOUTS[layout](s.planes))
+        torch.use_deterministic_algorithms(True)
+        try:
+            if backend == "cuda":  # fp32 atomics, no deterministic mode: a clear error instead
+                with pytest.raises(RuntimeError, match="render_backward_cuda"):
+                    render_grads(s, backend)
+                return
+            a = render_grads(s, backend)[1]
+            b = render_grads(s, backend)[1]
+        finally:
+            torch.use_deterministic_algorithms(False)
+        for name, x, y in zip(GRAD_NAMES, a, b):
+            assert torch.equal(x, y), name
+        ref = render_grads(s, "torch")[1]
+        assert max(grad_errors(a, ref).values()) <= GRAD_RTOL
+
+
+def test_cpu_backward_by_batch_items_is_repeatable():
+    """With at least two batch items per thread the cpu backward hands out whole items (each
+    item's planes written by one thread, decoder sums per item): every gradient right, and two
+    runs give the same bits without deterministic mode."""
+    assert torch.get_num_threads() >= 2, "CI machines have 2 cores: the by-item path would go untested"
+    s = make_scene(seed=14, batch=2 * torch.get_num_threads() + 1, rays=12, n=6, n_f=4, plane_res=8)
+    a = render_grads(s, "cpu")[1]
+    b = render_grads(s, "cpu")[1]
     for name, x, y in zip(GRAD_NAMES, a, b):
         assert torch.equal(x, y), name
     ref = render_grads(s, "torch")[1]

@@ -87,6 +87,15 @@ def test_fused_backend_follows_the_reference_loss_curve():
     assert curves["cpu"][-1] < curves["cpu"][0]
 
 
+def test_trainer_makes_planes_the_renderer_reads_in_place():
+    """The trainer runs the model channels-last, so its triplane decoder writes planes whose texels
+    (channels) are contiguous: the fused cpu renderer reads them in place, at its fast path."""
+    trainer = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu")
+    b = fixed_batch()
+    planes = trainer.model.encode(b["image"], b["gaze_target"])
+    assert planes.shape == (2, 3, 32, 64, 64) and planes.stride(2) == 1, planes.stride()
+
+
 def test_checkpoint_and_resume(tmp_path):
     torch.manual_seed(0)
     a = Trainer(RTGaze("tiny", deterministic=True), lr=1e-3, device="cpu")

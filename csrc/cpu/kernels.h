@@ -5,9 +5,15 @@
 
 namespace rtgaze {
 
+// Element strides of a (B, 3, H, W, C) planes tensor (or of its gradient).
+struct PlaneStrides {
+  long b, k, y, x, c;
+};
+
 struct PlanesArgs {
-  const float* data;  // (B, 3, H, W, C) channels-last
+  const float* data;  // (B, 3, H, W, C) at any strides: read as the caller holds them (no layout copy)
   int H, W, C;
+  PlaneStrides s;
 };
 
 struct DecoderArgs {
@@ -59,14 +65,16 @@ struct RenderGradArgs {
 };
 
 // Where one task of the backward accumulates the gradients that many rays share (zeroed by the
-// caller): the planes (B,3,H,W,C) and the folded decoder, w1 (Hd, C), b1, w2 (O1, Hd), b2. The
-// decoder's are the task's own. The planes' are the task's own when row_locks is null (summed
-// after, in task order: deterministic), else shared by every task, each texel row (b, plane, y)
-// guarded by its spin lock, row_locks[(b * 3 + plane) * H + y] (one planes-sized buffer in all;
-// the order of the adds, so the last bits, vary from run to run).
+// caller): the planes (B,3,H,W,C) at strides planes_s (the caller gives it the planes' own
+// layout) and the folded decoder, w1 (Hd, C), b1, w2 (O1, Hd), b2. The decoder's are the task's
+// own. The planes' are the task's own when row_locks is null (summed after, in task order:
+// deterministic), else shared by every task, each texel row (b, plane, y) guarded by its spin
+// lock, row_locks[(b * 3 + plane) * H + y] (one planes-sized buffer in all; the order of the adds,
+// so the last bits, vary from run to run).
 struct GradBuffers {
   float *planes, *w1, *b1, *w2, *b2;
   unsigned char* row_locks;
+  PlaneStrides planes_s;
 };
 
 // Each kernel handles the flattened rays (or points) [begin, end).

@@ -3,6 +3,7 @@
 // already included by them, and use no templates from the standard library.
 #include "rtgaze/march.h"
 #include "rtgaze/sample.h"
+#include "planes_impl.h"
 
 // Decode n points of one ray (batch b) at depths t along o + t d. CF/HF/OF: compile-time decoder
 // sizes (0 = runtime), see rtgaze/sample.h.
@@ -12,13 +13,13 @@ static void eval_ray_points(const RenderArgs& a, long b, const float* o, const f
   const PlanesArgs& P = a.planes;
   const DecoderArgs& D = a.dec;
   const int O = D.O1 - 1;
-  const float* planes_b = P.data + b * 3L * P.H * P.W * P.C;
+  const float* planes_b = P.data + b * P.s.b;
   float* feat = scratch;
   float* hid = feat + P.C;
   float* out = hid + D.Hd;
   for (int k = 0; k < n; ++k) {
     const float p[3] = {o[0] + t[k] * d[0], o[1] + t[k] * d[1], o[2] + t[k] * d[2]};
-    rtg_triplane_features<CF>(planes_b, P.H, P.W, P.C, p, a.box_warp, a.plane_set, feat);
+    triplane_features<CF>(P, planes_b, p, a.box_warp, a.plane_set, feat);
     rtg_decode<CF, HF, OF>(feat, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, hid, out, &sig[k],
                            col + static_cast<long>(k) * O);
   }
@@ -94,8 +95,7 @@ static void sample_decode_sized(const SampleDecodeArgs& a, long begin, long end)
   float* buf = new float[P.C + D.Hd + D.O1];
   for (long i = begin; i < end; ++i) {
     const long b = i / a.M;
-    const float* planes_b = P.data + b * 3L * P.H * P.W * P.C;
-    rtg_triplane_features<CF>(planes_b, P.H, P.W, P.C, a.points + 3 * i, a.box_warp, a.plane_set, buf);
+    triplane_features<CF>(P, P.data + b * P.s.b, a.points + 3 * i, a.box_warp, a.plane_set, buf);
     rtg_decode<CF, HF, OF>(buf, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, buf + P.C, buf + P.C + D.Hd, a.sigma + i,
                a.rgb + i * O);
   }

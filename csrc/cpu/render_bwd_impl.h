@@ -46,113 +46,6 @@ static void sum_rows(int n_, int K, const float* coef, int coef_stride, const fl
   }
 }
 
-// A spin lock per texel row of a shared planes gradient (GradBuffers::row_locks); rows are short
-// critical sections and two tasks rarely want the same one.
-static inline void lock_row(unsigned char* lock) {
-  while (__atomic_test_and_set(lock, __ATOMIC_ACQUIRE)) {
-    while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
-    }
-  }
-}
-static inline void unlock_row(unsigned char* lock) { __atomic_clear(lock, __ATOMIC_RELEASE); }
-
-// gtexel[c] += wt * gf[c] for the taps of one texel row (two taps of a bilinear footprint), under
-// that row's lock when the planes gradient is shared (locks non-null).
-template <int CF>
-static void scatter_row(float* gplane, int W, int C_, const long* idx, const float* wts, const float* gf,
-                        unsigned char* locks) {
-  const int C = RTG_SIZE(CF, C_);
-  if (idx[0] < 0 && idx[1] < 0) return;
-  unsigned char* lock = locks ? locks + (idx[0] >= 0 ? idx[0] : idx[1]) / W : nullptr;
-  if (lock) lock_row(lock);
-  for (int t = 0; t < 2; ++t) {
-    if (idx[t] < 0) continue;
-    float* gtexel = gplane + idx[t] * C;
-    const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
-    RTG_CHANNEL_LOOP
-    for (int c = 0; c < C; ++c) gtexel[c] += wt * gf[c];
-  }
-  if (lock) unlock_row(lock);
-}
-
-// The triplane sampling's backward at point p: scatter dL/dfeature (gf[C]) into the planes'
-// gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
-// return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
-// gradient). NaN coordinates scatter nothing and give a NaN dL/dp. locks_b: the batch item's row locks
-// (null: this task's own buffer).
-template <int CF>
-static void triplane_backward(const float* planes_b, float* gplanes_b, unsigned char* locks_b, int H, int W, int C_,
-                              const float* p, float box_warp, int plane_set, const float* gf, float* g_p) {
-  const int C = RTG_SIZE(CF, C_);
-  const float scale = 2.0f / box_warp;
-  const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
-  float gq[3] = {0.0f, 0.0f, 0.0f};
-  bool nan = false;
-  for (int k = 0; k < 3; ++k) {
-    int iu, iv;
-    plane_axes(plane_set, k, &iu, &iv);
-    long idx[4];
-    float wts[4], tx, ty;
-    if (!rtg_bilinear_taps_frac(H, W, q[iu], q[iv], idx, wts, &tx, &ty)) {
-      nan = true;
-      continue;
-    }
-    const long off = static_cast<long>(k) * H * W * C;
-    // d(tap weight)/d(tx) and /d(ty) of the taps (x0,y0), (x1,y0), (x0,y1), (x1,y1).
-    const float dwx[4] = {-(1.0f - ty), 1.0f - ty, -ty, ty};
-    const float dwy[4] = {-(1.0f - tx), -tx, 1.0f - tx, tx};
-    float gx = 0.0f, gy = 0.0f;
-    if (CF > 0 && CF % 8 == 0) {  // d(features)/d(tx), /d(ty) as vectors; one dot with gf each
-      constexpr int NV = CF > 0 ? CF / 8 : 1;
-      rtg_v8 vx[NV], vy[NV], g[NV];
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        vx[v] = rtg_v8{};
-        vy[v] = rtg_v8{};
-        __builtin_memcpy(&g[v], gf + 8 * v, sizeof(rtg_v8));
-      }
-      for (int t = 0; t < 4; ++t) {
-        if (idx[t] < 0) continue;
-        const float* texel = planes_b + off + idx[t] * C;
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; ++v) {
-          rtg_v8 r;
-          __builtin_memcpy(&r, texel + 8 * v, sizeof(r));
-          vx[v] += dwx[t] * r;
-          vy[v] += dwy[t] * r;
-        }
-      }
-      rtg_v8 sx = rtg_v8{}, sy = rtg_v8{};
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        sx += g[v] * vx[v];
-        sy += g[v] * vy[v];
-      }
-      for (int l = 0; l < 8; ++l) {
-        gx += sx[l];
-        gy += sy[l];
-      }
-    } else {
-      for (int t = 0; t < 4; ++t) {
-        if (idx[t] < 0) continue;
-        const float* texel = planes_b + off + idx[t] * C;
-        float dot = 0.0f;
-        for (int c = 0; c < C; ++c) dot += gf[c] * texel[c];
-        gx += dwx[t] * dot;
-        gy += dwy[t] * dot;
-      }
-    }
-    // Into the planes' gradient: taps 0, 1 share texel row y0, taps 2, 3 row y1.
-    unsigned char* locks = locks_b ? locks_b + static_cast<long>(k) * H : nullptr;
-    scatter_row<CF>(gplanes_b + off, W, C, idx, wts, gf, locks);
-    scatter_row<CF>(gplanes_b + off, W, C, idx + 2, wts + 2, gf, locks);
-    // ix = ((u + 1) W - 1) / 2, so dix/du = W / 2; and the 1/3 of the mean.
-    gq[iu] += gx * (W * 0.5f / 3.0f);
-    gq[iv] += gy * (H * 0.5f / 3.0f);
-  }
-  for (int j = 0; j < 3; ++j) g_p[j] = nan ? __builtin_nanf("") : gq[j] * scale;
-}
-
 template <int CF, int HF, int OF>
 static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb, long begin, long end) {
   const RenderArgs& a = *g.fwd;
@@ -173,16 +66,17 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
   float *march_scratch = gh + static_cast<long>(S) * Hd, *w = march_scratch + 3L * S, *cdf = w + N;
   float *bins = cdf + N, *out = bins + N, *gf = out + O1;
   int* ord = new int[S];
-  const long plane_elems = 3L * P.H * P.W * C;
   for (long i = begin; i < end; ++i) {
     const long b = i / a.R;
     const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i;
-    const float* planes_b = P.data + b * plane_elems;
+    const float* planes_b = P.data + b * P.s.b;
+    float* gplanes_b = gb.planes + b * gb.planes_s.b;
+    unsigned char* locks_b = gb.row_locks ? gb.row_locks + b * 3L * P.H : nullptr;
     auto eval = [&](int j0, int n) {  // the forward's sample+decode, keeping what the backward needs
       for (int j = j0; j < j0 + n; ++j) {
         const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
         float* fj = feat + static_cast<long>(j) * C;
-        rtg_triplane_features<CF>(planes_b, P.H, P.W, C, p, a.box_warp, a.plane_set, fj);
+        triplane_features<CF>(P, planes_b, p, a.box_warp, a.plane_set, fj);
         rtg_decode<CF, HF, OF>(fj, C, Hd, O1, D.w1t, D.b1, D.w2t, D.b2, act + static_cast<long>(j) * Hd, out, &sig[j],
                                col + static_cast<long>(j) * O, dact + static_cast<long>(j) * Hd);
       }
@@ -227,8 +121,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
       sum_rows<CF>(C, Hd, ghk, 1, D.w1, C, nullptr, gf, false);
       const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
       float g_p[3];
-      triplane_backward<CF>(planes_b, gb.planes + b * plane_elems, gb.row_locks ? gb.row_locks + b * 3L * P.H : nullptr,
-                            P.H, P.W, C, p, a.box_warp, a.plane_set, gf, g_p);
+      triplane_backward<CF>(P, planes_b, gb.planes_s, gplanes_b, locks_b, p, a.box_warp, a.plane_set, gf, g_p);
       for (int x = 0; x < 3; ++x) {  // p = o + t d
         g_o[x] += g_p[x];
         g_d[x] += t[j] * g_p[x];

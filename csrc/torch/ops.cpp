@@ -4,12 +4,15 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../cpu/kernels.h"
 #include "rtgaze/schemas.h"
@@ -42,13 +45,23 @@ Decoder fold_decoder(const Tensor& w1, const Tensor& b1, const Tensor& w2, const
   return {w1.t().contiguous(), b1, w2.t().contiguous(), b2, w1, w2};
 }
 
-rtgaze::PlanesArgs planes_args(const Tensor& planes) {
-  check_input(planes, "planes", 5);
-  TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C) channels-last, got ", planes.sizes());
-  return {planes.data_ptr<float>(), static_cast<int>(planes.size(2)), static_cast<int>(planes.size(3)),
-          static_cast<int>(planes.size(4))};
+rtgaze::PlaneStrides plane_strides(const Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4)};
 }
 
+// Planes (B, 3, H, W, C) at any strides: the kernels read them through their strides, so the
+// caller passes them in the layout it holds (EG3D's (B, 3, C, H, W) permuted, channels-last)
+// without a planes-sized copy.
+rtgaze::PlanesArgs planes_args(const Tensor& planes) {
+  TORCH_CHECK_VALUE(planes.dim() == 5, "planes must be 5-D, got shape ", planes.sizes());
+  TORCH_CHECK_TYPE(planes.scalar_type() == at::kFloat, "planes must be float32, got ", planes.scalar_type());
+  TORCH_CHECK_VALUE(planes.device().is_cpu(), "planes must be a CPU tensor for this backend, got ", planes.device());
+  TORCH_CHECK_VALUE(planes.numel() <= std::numeric_limits<int32_t>::max(), "planes has ", planes.numel(),
+                    " elements, more than the kernels index (2**31-1)");
+  TORCH_CHECK_VALUE(planes.size(1) == 3, "planes must be (B, 3, H, W, C), got ", planes.sizes());
+  return {planes.data_ptr<float>(), static_cast<int>(planes.size(2)), static_cast<int>(planes.size(3)),
+          static_cast<int>(planes.size(4)), plane_strides(planes)};
+}
 
 std::tuple<Tensor, Tensor> sample_decode_cpu(const Tensor& planes, const Tensor& w1, const Tensor& b1,
                                              const Tensor& w2, const Tensor& b2, const Tensor& points,
@@ -110,6 +123,26 @@ Tensor importance_cpu(const Tensor& depths, const Tensor& weights, const Tensor&
   const auto& k = rtgaze::cpu_kernels();
   at::parallel_for(0, B * R, 64, [&](int64_t b, int64_t e) { k.importance(a, b, e); });
   return out;
+}
+
+// fn(task, begin, end) over [0, n) in chunks that `tasks` threads take in turn from a shared
+// counter: on a loaded machine a thread the OS deschedules holds back only its current chunk,
+// not a fixed share of the rays (a static split waits for it).
+template <class F>
+void for_chunks(int64_t n, int64_t chunk, int64_t tasks, const F& fn) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) fn(task, b, std::min(n, b + chunk));
+    }
+  });
+}
+
+// Rays per chunk of the render ops: ~1 ms of work at the tiny model's 16+16 samples.
+constexpr int64_t kRayChunk = 32;
+
+int64_t task_count(int64_t n, int64_t chunk) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk));
 }
 
 // The render op's inputs, checked, as kernel arguments (output pointers left null). dec keeps the
@@ -179,12 +212,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   a.wsum = wsum.data_ptr<float>();
   a.range = range.data_ptr<float>();
   const auto& k = rtgaze::cpu_kernels();
-  at::parallel_for(0, rays_to_render(B * R), 16, [&](int64_t b, int64_t e) { k.render(a, b, e); });
+  const int64_t rays = rays_to_render(B * R);
+  for_chunks(rays, kRayChunk, task_count(rays, kRayChunk), [&](int64_t, int64_t b, int64_t e) { k.render(a, b, e); });
   return {rgb, depth, wsum, range};
 }
 
-// Recompute backward. Rays are split into one contiguous range per task (a thread each). The
-// decoder's gradients go to a small buffer per task, summed in task order. The planes' gradient:
+// Recompute backward. With at least two batch items per thread, threads take whole items (below).
+// Otherwise the rays are split into one contiguous range per task (a thread each; not taken in
+// chunks as the forward's are, so that a run repeats bitwise when the ranges do not share an
+// item, as resumed training relies on). The decoder's gradients go to a small buffer per task,
+// summed in task order. The planes' gradient:
 // by default one buffer that every task adds into under per-texel-row spin locks (memory: the
 // gradient itself; the adds' order, so the last bits, may change from run to run); with
 // torch.use_deterministic_algorithms(True), or one task, a buffer per task summed in task order
@@ -206,32 +243,54 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
                     at::IntArrayRef({B, R, O}), ", got ", grad_rgb.sizes());
   TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
                     "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
-  // Gradients start at zero (they are sums); the per-ray ones are written for every ray.
-  Tensor g_planes = at::zeros(planes.sizes(), planes.options());
+  // Gradients start at zero (they are sums); the per-ray ones are written for every ray. The planes'
+  // in the planes' own layout (zeros_like keeps the strides of dense planes), so the caller's
+  // autograd gets it without a layout copy.
+  Tensor g_planes = at::zeros_like(planes);
   Tensor g_origins = new_output({B, R, 3}, ray_origins), g_dirs = new_output({B, R, 3}, ray_origins);
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
                            g_origins.data_ptr<float>(), g_dirs.data_ptr<float>()};
   const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
-  const int64_t grain = 16;
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (P + grain - 1) / grain));
-  const int64_t per_task = (P + tasks - 1) / tasks;
+  const int64_t tasks = task_count(P, 16);
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
-  Tensor g_dec = at::zeros({tasks, dec_elems}, planes.options());
-  const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
-  Tensor extra = at::zeros({shared ? 0 : tasks - 1, planes.numel()}, planes.options());
-  Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
   const auto& k = rtgaze::cpu_kernels();
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      float* gd = g_dec.data_ptr<float>() + task * dec_elems;
-      float* gp = task == 0 || shared ? g_planes.data_ptr<float>() : extra.data_ptr<float>() + (task - 1) * planes.numel();
-      rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd,
-                             shared ? locks.data_ptr<uint8_t>() : nullptr};
-      const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
-      if (begin < end) k.render_backward(g, gb, begin, end);
-    }
-  });
-  for (int64_t task = 0; task < extra.size(0); ++task) g_planes.view(-1).add_(extra[task]);
+  // Where rays [begin, end) add their gradients: decoder buffer gd, planes buffer gp, row locks.
+  auto run = [&](float* gd, float* gp, uint8_t* locks, int64_t begin, int64_t end) {
+    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd, locks,
+                           plane_strides(g_planes)};
+    k.render_backward(g, gb, begin, end);
+  };
+  Tensor g_dec;
+  if (tasks > 1 && B >= 2 * tasks) {
+    // At least two batch items per task: the tasks take whole items from a shared counter. An
+    // item's planes get adds from one task only (no locks, no extra buffers), its decoder
+    // gradients go to its own buffer, summed in item order (bitwise repeatable, whichever thread
+    // ran an item), and on a loaded machine a descheduled thread holds back one item, not half
+    // of the batch.
+    g_dec = at::zeros({B, dec_elems}, planes.options());
+    for_chunks(B, 1, tasks, [&](int64_t, int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        run(g_dec.data_ptr<float>() + b * dec_elems, g_planes.data_ptr<float>(), nullptr, b * R, (b + 1) * R);
+      }
+    });
+  } else {
+    g_dec = at::zeros({tasks, dec_elems}, planes.options());
+    const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
+    std::vector<Tensor> extra;
+    for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
+    Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
+    const int64_t per_task = (P + tasks - 1) / tasks;
+    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
+        float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
+        if (begin < end) {
+          run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin, end);
+        }
+      }
+    });
+    for (const Tensor& e : extra) g_planes.add_(e);
+  }
   Tensor dec_sum = g_dec.sum(0);
   // Separate tensors (an op's outputs must not alias each other).
   Tensor g_w1 = dec_sum.narrow(0, 0, Hd * C).view({Hd, C}).clone();

@@ -66,7 +66,11 @@ class Trainer:
         self.dist = dist or Dist(device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
         self.device = self.dist.device
         self.seed = seed
-        self.model = model.to(self.device)
+        # Channels-last convolutions (as RTGaze.optimize() uses for inference): oneDNN's faster
+        # layout on the CPU, no transposes around the transformer blocks, and the triplane
+        # decoder's last conv writes the planes with whole texels contiguous, which the fused
+        # renderer reads (and writes their gradient) in place.
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.loss = (loss or RTGazeLoss()).to(self.device)
         self._forward = self.model
         if self.dist.enabled:
