@@ -155,6 +155,22 @@ def test_nan_in_gives_nan_out_and_validate_refuses(backend):
         call(s, backend, planes=planes, renderer_kw=dict(validate=True))
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("n_f", (4, 6))
+def test_partly_nan_planes_give_the_references_nan_pattern(backend, n_f):
+    """NaN in part of one batch item's planes: NaN samples make their rays' depths NaN, and the
+    batch-wide depth clamp (torch.amin/amax of every depth, as EG3D) then makes every ray's depth
+    NaN. A fused backend must give the reference's NaN pattern in every output: its per-ray depth
+    range must carry a NaN, which min/max instructions (and Triton's tl.min) drop by default."""
+    s = make_scene(seed=3, res=2, plane_res=8, n=6, n_f=n_f, batch=2)
+    planes = s.planes.clone()
+    planes[0, :, :, :4] = float("nan")
+    ref, out = call(s, "torch", planes=planes), call(s, backend, planes=planes)
+    for name, a, b in zip(("rgb", "depth", "weights_sum"), out, ref):
+        assert torch.equal(torch.isnan(a), torch.isnan(b)), (name, torch.isnan(a).flatten(1).any(1),
+                                                             torch.isnan(b).flatten(1).any(1))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_validate_checks_rays_and_noise(backend):
     s = small()

@@ -200,16 +200,16 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
     sigma_c, col_c = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy, dz,
                                   t_c, rmask, N, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH, True,
                                   None)
-    d_lo = tl.min(tl.where(cmask, t_c, float("inf")), axis=1)
-    d_hi = tl.max(tl.where(cmask, t_c, -float("inf")), axis=1)
+    d_lo, d_hi = _depth_range(t_c, cmask)
 
     if HAS_FINE:
         t_f, bins, fmask = _fine_depths(iu_ptr, r, rmask, near, t_c, sigma_c, N, NF)
         sigma_f, col_f = _decode_pass(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, b_idx, ox, oy, oz, dx, dy,
                                       dz, t_f, rmask, NF, H, W, box_warp, C, CP, HD, OP, PLANE_SET, DOT_DTYPE, PREC, CH,
                                       True, None)
-        d_lo = tl.minimum(d_lo, tl.min(tl.where(fmask, t_f, float("inf")), axis=1))
-        d_hi = tl.maximum(d_hi, tl.max(tl.where(fmask, t_f, -float("inf")), axis=1))
+        f_lo, f_hi = _depth_range(t_f, fmask)
+        d_lo = tl.minimum(d_lo, f_lo, propagate_nan=tl.PropagateNan.ALL)
+        d_hi = tl.maximum(d_hi, f_hi, propagate_nan=tl.PropagateNan.ALL)
         # March in merged depth order, then take each sample's colour coefficient back to its
         # own column.
         rank, src = _merge_order(t_c, t_f, bins, N, NF)
@@ -230,6 +230,17 @@ def _render_kernel(planes_ptr, w1t_ptr, b1_ptr, w2t_ptr, w2s_ptr, b2_ptr, o_ptr,
     tl.store(wsum_ptr + r64, wsum, mask=rmask)
     tl.store(range_ptr + r64 * 2, d_lo, mask=rmask)
     tl.store(range_ptr + r64 * 2 + 1, d_hi, mask=rmask)
+
+
+@triton.jit
+def _depth_range(t, mask):
+    """Per row, the min and max of the masked depths, NaN if any is NaN (torch.amin/amax, which
+    the reference's batch-wide clamp uses): tl.min/tl.max drop NaN, on the GPU and in the
+    interpreter (np.nanmin)."""
+    lo = tl.min(tl.where(mask, t, float("inf")), axis=1)
+    hi = tl.max(tl.where(mask, t, -float("inf")), axis=1)
+    nan = tl.max((mask & (t != t)).to(tl.int32), axis=1) > 0
+    return tl.where(nan, float("nan"), lo), tl.where(nan, float("nan"), hi)
 
 
 @triton.jit
