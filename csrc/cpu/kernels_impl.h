@@ -77,8 +77,9 @@ static void render_sized(const RenderArgs& a, long begin, long end) {
     rtg_march(tr, sr, cr, S, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, nullptr);
     float mn = tr[0], mx = tr[0];
     for (int k = 1; k < S; ++k) {
-      mn = tr[k] < mn ? tr[k] : mn;
-      mx = tr[k] > mx ? tr[k] : mx;
+      const bool nan = tr[k] != tr[k];  // a NaN sticks, as in torch.amin/amax (the batch clamp)
+      mn = (tr[k] < mn || nan) ? tr[k] : mn;
+      mx = (tr[k] > mx || nan) ? tr[k] : mx;
     }
     a.range[2 * i] = mn;
     a.range[2 * i + 1] = mx;
