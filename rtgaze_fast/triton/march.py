@@ -63,8 +63,8 @@ def inverse_cdf(t, w, N, u, NF):
     w1 = shifted(w, k, 1)
     # max-pool (2, stride 1, pad 1) then avg-pool (2): interior value j+1; + 0.01; + 1e-5. NaN
     # propagates as through torch's max-pool (tl.maximum drops it by default on the GPU).
-    nan = tl.PropagateNan.ALL
-    v = (tl.maximum(w, w1, propagate_nan=nan) + tl.maximum(w1, shifted(w, k, 2), propagate_nan=nan)) * 0.5 + 0.01 + 1e-5
+    v = (tl.maximum(w, w1, propagate_nan=tl.PropagateNan.ALL)
+         + tl.maximum(w1, shifted(w, k, 2), propagate_nan=tl.PropagateNan.ALL)) * 0.5 + 0.01 + 1e-5
     v = tl.where(k < K, v, 0.0)
     cdf_hi = tl.cumsum(v / tl.sum(v, axis=1)[:, None], axis=1)  # column j holds cdf[j + 1]
     # searchsorted(cdf, u, right=True) = #entries <= u (cdf[0] = 0 <= u always counts), by
