@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .distributed import Dist
 from .losses import RTGazeLoss
 
-LOGGED = ("L_R", "L_D", "L_P", "total")
+LOGGED = ("L_R", "L_D", "L_P", "L_raw", "total")
 
 
 def _flat_optimizer_state(opt: torch.optim.Optimizer) -> tuple:
