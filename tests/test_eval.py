@@ -193,3 +193,38 @@ def test_evaluate_scores_the_ground_truth_as_perfect():
     assert m["eye_l1"] == 0.0 and m["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert m["psnr"] == pytest.approx(10 * math.log10(4 / 1e-12))   # evaluation.psnr's floor on the error
     assert result["identity"]["gaze_error_deg"] > 5   # the same pair is far from perfect unchanged
+
+
+# ---------------------------------------------------------------- the protocol (issue #19)
+
+def test_protocol_splits_hold_disjoint_subjects_on_separate_seeds():
+    """Decisions on 'val', final figures on 'test' (at least 256 pairs), 'train' scores training
+    pairs: the held-out splits share no subject with training or with each other, and differ in
+    seed, so a held-out subject is not a re-draw of a training one."""
+    from rtgaze_fast.data.synthetic import SyntheticGaze
+    from rtgaze_fast.evaluation import PROTOCOL
+    assert set(PROTOCOL) == {"val", "test", "train"}
+    (t_split, t_seed, t_ids, t_per), (v_split, v_seed, v_ids, v_per) = PROTOCOL["test"], PROTOCOL["val"]
+    assert t_ids * t_per >= 256 and v_ids * v_per >= 64
+    assert t_split == "test" and v_split == "val" and PROTOCOL["train"][0] == "train" and t_seed != v_seed
+    ids = {name: {ds.identity_id(i) for i in range(len(ds))}
+           for name, (split, seed, n, per) in PROTOCOL.items()
+           for ds in [SyntheticGaze(n, seed=seed, split=split, samples_per_identity=per)]}
+    ids["recipe"] = set(range(100_000))   # any training run's subjects (rtgaze-fast train --identities)
+    for a in ("val", "test"):
+        for b in ("val", "test", "train", "recipe"):
+            assert a == b or not ids[a] & ids[b], (a, b)
+
+
+def test_eval_cli_states_split_pairs_and_resolution(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(weights))
+    out = tmp_path / "eval.json"
+    assert cli_main(["eval", "--weights", str(weights), "--split", "val", "--identities", "1", "--samples", "1",
+                     "--no-gaze", "--no-baseline", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 pairs of split 'val' (seed 1, variety 2); images scored at 64x64" in printed
+    data = json.loads(out.read_text())
+    assert data["resolution"] == 64 and data["split"] == "val" and data["seed"] == 1 and data["variety"] == 2
+    assert "identity" not in data and "oracle" not in data
+    assert cli_main(["eval", "--weights", str(weights), "--split", "nope"]) == 2
