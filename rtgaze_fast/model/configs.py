@@ -48,9 +48,9 @@ CONFIGS = {
                          decoder_width=48, decoder_sr_ratio=2, plane_channels=32, ray_res=32, n_samples=16,
                          n_importance=16, output_size=64, sr_channels=32),
 }
-# Issue #19: tiny with full-resolution planes (a zero-initialised skip around the bottleneck: at
-# initialisation the same function as tiny, so tiny's weights warm-start it) and rays at the output
-# size (64^2: the super-resolution refines at 64 instead of upsampling 32). "tiny_skip" and
+# Issue #19: tiny with full-resolution planes (a zero-initialised skip around the bottleneck, so
+# tiny's weights warm-start it with the same planes) and rays at the output size (64^2: the
+# super-resolution refines at 64 instead of upsampling 32). "tiny_skip" and
 # "tiny_r64" are the two changes alone, for the ablation. "small" is the GPU recipe's larger model.
 CONFIGS["tiny_skip"] = replace(CONFIGS["tiny"], name="tiny_skip", plane_skip=True)
 CONFIGS["tiny_r64"] = replace(CONFIGS["tiny"], name="tiny_r64", ray_res=64)
