@@ -32,10 +32,13 @@ COMMON = ["--init", "rtgaze_fast/assets/rtgaze_tiny.safetensors", "--batch", "8"
 KEYS = ("psnr", "eye_psnr", "novel_psnr", "gaze_error_deg", "novel_gaze_error_deg", "ssim", "eye_l1")
 
 
-def run(cmd, log):
+def run(cmd, log, threads):
     print(" ".join(cmd), flush=True)
+    # One OpenMP thread per process too (eval has no --threads): on shared cores, spinning threads
+    # burn several times the CPU of the work.
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with open(log, "a") as f:
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def main():
@@ -57,9 +60,9 @@ def main():
                "--split", "val", "--no-baseline", "--json", f"out/ablation/{arm}_val.json"]
         if not (out / f"{arm}_val.json").exists():
             t0 = time.time()
-            run([sys.executable, "-m", "rtgaze_fast", *train[1:]], out / f"{arm}.log")
+            run([sys.executable, "-m", "rtgaze_fast", *train[1:]], out / f"{arm}.log", args.threads)
             minutes = (time.time() - t0) / 60
-            run([sys.executable, "-m", "rtgaze_fast", *val[1:]], out / f"{arm}.log")
+            run([sys.executable, "-m", "rtgaze_fast", *val[1:]], out / f"{arm}.log", args.threads)
         else:
             minutes = table["arms"].get(arm, {}).get("train_minutes")
         res = json.loads((out / f"{arm}_val.json").read_text())
