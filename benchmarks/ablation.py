@@ -59,18 +59,17 @@ def main():
         val = ["rtgaze-fast", "eval", "--config", config, "--weights", f"out/ablation/{arm}.safetensors",
                "--split", "val", "--no-baseline", "--json", f"out/ablation/{arm}_val.json"]
         if not (out / f"{arm}_val.json").exists():
-            t0 = time.time()
             run([sys.executable, "-m", "rtgaze_fast", *train[1:]], out / f"{arm}.log", args.threads)
-            minutes = (time.time() - t0) / 60
             run([sys.executable, "-m", "rtgaze_fast", *val[1:]], out / f"{arm}.log", args.threads)
-        else:
-            minutes = table["arms"].get(arm, {}).get("train_minutes")
         res = json.loads((out / f"{arm}_val.json").read_text())
         hist = json.loads((out / f"{arm}.history.json").read_text())["history"]
         last = hist[-50:]
         table["arms"][arm] = {
             "config": config, "train_command": " ".join(train), "val_command": " ".join(val),
-            "steps": args.steps, "train_minutes": minutes,
+            "steps": args.steps,
+            # Wall time of the steps themselves (the trainer's per-step record: survives resumes).
+            "train_step_minutes": sum(h["seconds"] for h in hist) / 60,
+            "median_step_seconds": sorted(h["seconds"] for h in hist)[len(hist) // 2],
             "final_loss_mean_last_50": {k: sum(h.get(k, 0.0) for h in last) / len(last)
                                         for k in ("total", "L_R", "L_D", "L_P", "L_raw")},
             "val": {k: res["model"][k] for k in KEYS if k in res["model"]},
