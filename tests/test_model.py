@@ -156,7 +156,7 @@ def shipped_redirects():
     model = RTGaze("tiny", deterministic=True)
     load_weights(model, default_weights("tiny"))
     model = model.float().eval()
-    ds = dataset_for(model.config, 1, 0, split="test", samples_per_identity=1)
+    ds = dataset_for(model.config, 1, 0, split="test", samples_per_identity=1, variety=1)  # their data's generator
     item = ds[0]
     with torch.no_grad():
         out = {k: model.redirect(item["image"][None], torch.tensor([g]), item["camera"][None])[0]
