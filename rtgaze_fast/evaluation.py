@@ -175,6 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.data == "ethxgaze":
         args.split = args.split or "val"
+        args.seed = 0 if args.seed is None else args.seed
         return _eval_xgaze(args)
     args.split = args.split or "test"
     if args.split not in PROTOCOL:
