@@ -78,15 +78,15 @@ def gaze_grid(out_dir: str, device, weights: str, config: str = "tiny", seed: in
     from PIL import Image
     from .camera import frontal_camera
     from .model.weights import load_weights
-    from .data.synthetic import make_identity, render
+    from .data.synthetic import render
     from .model import RTGaze
     from .train.recipe import dataset_for
     model = RTGaze(config, deterministic=True)
     load_weights(model, weights)
     model = model.float().to(device).eval()
     cfg = model.config
-    item = dataset_for(cfg, 1, seed, split="test", samples_per_identity=1)[0]
-    ip = make_identity(item["identity"], seed)
+    ds = dataset_for(cfg, 1, seed, split="test", samples_per_identity=1)
+    item, ip = ds[0], ds.identity(0)
     src = item["image"][None].to(device)
     s = cfg.output_size
     grid = torch.full((3, (len(GRID_PITCHES) + 1) * s, (len(GRID_YAWS) + 1) * s), -1.0)

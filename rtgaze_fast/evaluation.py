@@ -75,19 +75,31 @@ def _scores(pred, pred_novel, item, ip, estimate: bool) -> Dict[str, float]:
     return s
 
 
+# The protocol (issue #19): every decision (ablations, checkpoints) on "val", the final figures on
+# "test", with the training split's score beside them. Each split is (dataset split, seed, subjects,
+# pairs per subject); the subject id ranges of the splits are disjoint (synthetic.ID_OFFSETS) and the
+# seeds differ, so no held-out subject is a training one. "train" scores pairs the recipe trains on
+# (its seed 0, 4 pairs per subject).
+PROTOCOL = {"test": ("test", 0, 128, 2), "val": ("val", 1, 32, 2), "train": ("train", 0, 64, 4)}
+
+
 def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: int = 0,
-             estimate: bool = True, progress: bool = True) -> dict:
-    """Scores of ``model`` and of the identity baseline on held-out synthetic pairs.
+             estimate: bool = True, progress: bool = True, split: str = "test", variety: int = 2,
+             baselines: bool = True) -> dict:
+    """Scores of ``model`` and of the identity baseline on synthetic pairs of ``split``.
 
     Returns ``{"model": {metric: mean}, "identity": {...}, "oracle": {...}, "per_sample": [...],
-    "seconds_per_image", "n"}``; gaze errors need the estimator (``estimate=False`` skips them:
-    faster); the oracle has image metrics only.
+    "seconds_per_image", "n", "resolution"}`` (every image metric is at ``resolution``, the model's
+    output size); gaze errors need the estimator (``estimate=False`` skips them: faster); the oracle
+    has image metrics only; ``baselines=False`` skips the identity and oracle rows (they do not
+    depend on the model). ``variety`` 1 is the generator of the embedded tiny weights' original
+    figures, 2 the wider one (synthetic.make_identity).
     """
     from tqdm import tqdm
     from .train.recipe import dataset_for
     cfg = model.config
     device = next(model.parameters()).device
-    ds = dataset_for(cfg, n_identities, seed, split="test", samples_per_identity=samples_per_identity)
+    ds = dataset_for(cfg, n_identities, seed, split=split, samples_per_identity=samples_per_identity, variety=variety)
     per_sample, times = [], []
     model.eval()
     for i in tqdm(range(len(ds)), desc="eval", disable=not progress):
@@ -100,14 +112,17 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
         pred_novel = model.redirect(src, gaze, item["camera_novel"][None].to(device))[0].cpu()
         same = F.interpolate(item["image"][None], size=cfg.output_size, mode="area")[0]
         ip = ds.identity(i)
-        per_sample.append({"index": i, "identity": item["identity"],
-                           "model": _scores(pred, pred_novel, item, ip, estimate),
-                           "identity_baseline": _scores(same, same, item, ip, estimate),
-                           "oracle": _scores(ray_res_oracle(item["target"], cfg.ray_res),
-                                             ray_res_oracle(item["novel_view"], cfg.ray_res), item, ip, False)})
+        row = {"index": i, "identity": item["identity"], "model": _scores(pred, pred_novel, item, ip, estimate)}
+        if baselines:
+            row["identity_baseline"] = _scores(same, same, item, ip, estimate)
+            row["oracle"] = _scores(ray_res_oracle(item["target"], cfg.ray_res),
+                                    ray_res_oracle(item["novel_view"], cfg.ray_res), item, ip, False)
+        per_sample.append(row)
+    rows = (("model", "model"), ("identity", "identity_baseline"), ("oracle", "oracle"))
     summary = {name: {k: statistics.fmean(s[key][k] for s in per_sample) for k in per_sample[0][key]}
-               for name, key in (("model", "model"), ("identity", "identity_baseline"), ("oracle", "oracle"))}
+               for name, key in rows if key in per_sample[0]}
     return {**summary, "per_sample": per_sample, "n": len(ds), "ray_res": cfg.ray_res,
+            "resolution": cfg.output_size, "split": split, "seed": seed, "variety": variety,
             "seconds_per_image": statistics.median(times)}
 
 
@@ -115,12 +130,17 @@ def format_table(result: dict) -> str:
     names = [m for m in METRICS if m in result["model"]]
     better = {"eye_l1": "lower", "gaze_error_deg": "lower", "novel_gaze_error_deg": "lower"}
     oracle = result.get("oracle", {})
+    ident = result.get("identity", {})
     lines = [f"{'metric':<22}{'model':>10}{'identity':>10}{'oracle':>10}  better", "-" * 60]
     for m in names:
         o = f"{oracle[m]:>10.3f}" if m in oracle else f"{'-':>10}"
-        lines.append(f"{m:<22}{result['model'][m]:>10.3f}{result['identity'][m]:>10.3f}{o}  {better.get(m, 'higher')}")
-    lines.append(f"{result['n']} held-out pairs; model {result['seconds_per_image'] * 1e3:.1f} ms per image "
-                 f"(median, batch 1); oracle: the targets through the {result.get('ray_res', '?')}^2 ray grid")
+        i = f"{ident[m]:>10.3f}" if m in ident else f"{'-':>10}"
+        lines.append(f"{m:<22}{result['model'][m]:>10.3f}{i}{o}  {better.get(m, 'higher')}")
+    res = result.get("resolution", "?")
+    lines.append(f"{result['n']} pairs of split {result.get('split', 'test')!r} (seed {result.get('seed', '?')}, "
+                 f"variety {result.get('variety', '?')}); images scored at {res}x{res}; model "
+                 f"{result['seconds_per_image'] * 1e3:.1f} ms per image (median, batch 1); oracle: the targets "
+                 f"through the {result.get('ray_res', '?')}^2 ray grid")
     return "\n".join(lines)
 
 
@@ -132,23 +152,38 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     p.add_argument("--weights", help="safetensors weights (default: the embedded ones for the config)")
-    p.add_argument("--identities", type=int, default=8, help="held-out subjects")
-    p.add_argument("--samples", type=int, default=2, help="pairs per subject")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", help="synthetic (default 'test'): 'val' for every decision, 'test' for the final "
+                                   "figures, 'train' for the training-split score (subjects, pairs, seed: PROTOCOL); "
+                                   "ETH-XGaze (default 'val'): 'val' (the subjects `train` held out) or a labelled "
+                                   "official split")
+    p.add_argument("--identities", type=int, help="subjects (default: the protocol's)")
+    p.add_argument("--samples", type=int, help="pairs per subject (default: the protocol's)")
+    p.add_argument("--seed", type=int, help="default: the protocol's")
+    p.add_argument("--variety", type=int, default=2, choices=(1, 2),
+                   help="synthetic generator: 2 (wider, issue #19) or 1 (the embedded tiny weights' original)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the identity and oracle rows (faster)")
     p.add_argument("--no-gaze", action="store_true", help="skip the gaze estimator (faster)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the results here")
     x = p.add_argument_group("ETH-XGaze (--data ethxgaze; rtgaze_fast/evaluation_xgaze.py)")
     x.add_argument("--data", default="synthetic", choices=("synthetic", "ethxgaze"))
     x.add_argument("--data-dir", help="the folder holding train_test_split.json and train/")
-    x.add_argument("--split", default="val", help="'val' (the subjects `train` held out) or a labelled official split")
     x.add_argument("--split-file")
     x.add_argument("--val-subjects", type=int, default=5, help="as given to `train`")
     x.add_argument("--pairs", type=int, default=200, help="held-out pairs scored")
     x.add_argument("--gaze-estimator", help="weights from `rtgaze-fast train-gaze` (gaze and head-pose errors)")
     args = p.parse_args(argv)
     if args.data == "ethxgaze":
+        args.split = args.split or "val"
+        args.seed = 0 if args.seed is None else args.seed
         return _eval_xgaze(args)
+    args.split = args.split or "test"
+    if args.split not in PROTOCOL:
+        raise UserError(f"--split must be one of {tuple(PROTOCOL)} for synthetic data, got {args.split!r}")
+    split, seed, identities, samples = PROTOCOL[args.split]
+    args.identities = identities if args.identities is None else args.identities
+    args.samples = samples if args.samples is None else args.samples
+    args.seed = seed if args.seed is None else args.seed
     if args.identities < 1 or args.samples < 1:
         raise UserError("--identities and --samples must be positive")
     weights = args.weights or default_weights(args.config)
@@ -157,7 +192,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = RTGaze(args.config, deterministic=True)
     load_weights(model, weights)
     model = model.float().to(args.device)
-    result = evaluate(model, args.identities, args.samples, args.seed, estimate=not args.no_gaze)
+    result = evaluate(model, args.identities, args.samples, args.seed, estimate=not args.no_gaze, split=split,
+                      variety=args.variety, baselines=not args.no_baseline)
     result["weights"] = os.path.relpath(weights)
     return _report(result, format_table(result), args)
 

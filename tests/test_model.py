@@ -156,7 +156,7 @@ def shipped_redirects():
     model = RTGaze("tiny", deterministic=True)
     load_weights(model, default_weights("tiny"))
     model = model.float().eval()
-    ds = dataset_for(model.config, 1, 0, split="test", samples_per_identity=1)
+    ds = dataset_for(model.config, 1, 0, split="test", samples_per_identity=1, variety=1)  # their data's generator
     item = ds[0]
     with torch.no_grad():
         out = {k: model.redirect(item["image"][None], torch.tensor([g]), item["camera"][None])[0]
@@ -191,3 +191,25 @@ def test_shipped_weights_change_the_eyes_more_than_the_rest(shipped_redirects):
         change = (out[a] - out[b]).abs().mean(0)
         inside, outside = float(change[eyes].mean()), float(change[~eyes].mean())
         assert inside > 2 * outside, (a, b, inside, outside)
+
+
+def test_tiny_hr_renders_at_the_output_size_and_warm_starts_with_tinys_planes():
+    """Issue #19: tiny_hr = tiny + the planes' full-resolution skip (zero at initialisation) + rays at
+    the output size (the super-resolution refines without upsampling). Loaded with tiny's weights
+    it must produce tiny's triplane exactly; a trained skip must change it."""
+    src = tiny()
+    hr = RTGaze("tiny_hr", deterministic=True)
+    missing = hr.load_state_dict(src.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["triplane.skip.bias", "triplane.skip.weight"]
+    image, gaze = inputs(1)
+    out = hr(image, gaze)
+    assert tuple(out["image"].shape) == tuple(out["image_raw"].shape) == (1, 3, 64, 64)
+    assert tuple(out["depth"].shape) == (1, 1, 64, 64) and all(torch.isfinite(v).all() for v in out.values())
+    with torch.no_grad():
+        assert torch.equal(hr.encode(image, gaze), src.encode(image, gaze))
+        hr.triplane.skip.bias.fill_(0.5)
+        assert not torch.equal(hr.encode(image, gaze), src.encode(image, gaze))
+    from dataclasses import replace
+    from rtgaze_fast.model.superres import SuperResolution
+    with pytest.raises(ValueError, match="power of 2"):
+        SuperResolution(replace(CONFIGS["tiny"], ray_res=128))

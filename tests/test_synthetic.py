@@ -153,14 +153,28 @@ def test_dataset_target_resolution_and_novel_view_labels():
     assert torch.equal(s["target"], render(ip, s["camera"], s["gaze_target"], 16)["image"])
 
 
-def test_train_and_test_identities_differ():
-    train, test = SyntheticGaze(3, seed=0, split="train"), SyntheticGaze(3, seed=0, split="test")
-    train_ids = {train.identity_id(i) for i in range(len(train))}
-    test_ids = {test.identity_id(i) for i in range(len(test))}
-    assert not train_ids & test_ids
-    assert train.identity(0).to_dict() != test.identity(0).to_dict()
-    with pytest.raises(ValueError):
-        SyntheticGaze(1, split="val")
+def test_train_test_and_val_identities_differ():
+    sets = {s: SyntheticGaze(3, seed=0, split=s) for s in ("train", "test", "val")}
+    ids = {s: {ds.identity_id(i) for i in range(len(ds))} for s, ds in sets.items()}
+    assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"] and not ids["test"] & ids["val"]
+    assert sets["train"].identity(0).to_dict() != sets["test"].identity(0).to_dict()
+    with pytest.raises(ValueError, match="split"):
+        SyntheticGaze(1, split="nope")
+    with pytest.raises(ValueError, match="variety"):
+        SyntheticGaze(1, variety=3)
+
+
+def test_variety_1_is_the_original_generator_and_2_widens_it():
+    """Variety 1 must stay the generator the embedded tiny weights were trained and scored on
+    (a fixed identity's parameters, pinned); variety 2 keeps its geometry and widens the rest."""
+    v1, v2 = make_identity(5, seed=0, variety=1), make_identity(5, seed=0, variety=2)
+    assert v1 == make_identity(5, seed=0) and v1.background2 is None and v1.light_color == (1.0, 1.0, 1.0)
+    assert abs(v1.head_radii[0] - 0.23394) < 1e-4 and abs(v1.skin[0] - 0.37537) < 1e-4
+    assert v2.head_radii == v1.head_radii and v2.eye_radius == v1.eye_radius
+    assert v2.skin != v1.skin and v2.background2 is not None
+    skins = [make_identity(i, seed=0, variety=2).skin[0] for i in range(64)]
+    hairs = {make_identity(i, seed=0, variety=2).hair for i in range(64)}
+    assert min(skins) < 0.3 and max(skins) > 0.85 and len(hairs) > 16   # dark to pale; jittered hair
 
 
 def test_hdf5_round_trip(tmp_path):

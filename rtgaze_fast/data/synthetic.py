@@ -47,6 +47,9 @@ from ..gaze import angular_error_deg, gaze_to_vector, vector_to_gaze  # noqa: F4
 
 BACKGROUND_DEPTH = 3.3        # FFHQ ray_end
 TEST_ID_OFFSET = 1_000_000    # test identities come from this id range on, train from 0
+VAL_ID_OFFSET = 2_000_000     # validation identities (model selection), disjoint from both
+ID_OFFSETS = {"train": 0, "test": TEST_ID_OFFSET, "val": VAL_ID_OFFSET}
+VARIETIES = (1, 2)            # 1: the generator the embedded tiny weights were trained on; 2: wider (issue #19)
 EDGE = 0.03                   # soft edge width (radians or world units) of painted features
 
 # Materials of a ray hit.
@@ -80,6 +83,8 @@ class IdentityParams:
     hairline: float
     light_dir: Tuple[float, float, float]   # unit, world, towards the light
     ambient: float
+    light_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background2: Tuple[float, float, float] = None  # variety 2: vertical background gradient to this colour
 
     def to_dict(self) -> Dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -100,8 +105,51 @@ def _mix(a, b, t):
     return tuple(x + (y - x) * t for x, y in zip(a, b))
 
 
-def make_identity(identity_id: int, seed: int = 0) -> IdentityParams:
-    """Identity ``identity_id`` (global id: train ids from 0, test ids from TEST_ID_OFFSET)."""
+def make_identity(identity_id: int, seed: int = 0, variety: int = 1) -> IdentityParams:
+    """Identity ``identity_id`` (global id: train ids from 0, test ids from TEST_ID_OFFSET, validation
+    ids from VAL_ID_OFFSET). ``variety`` 2 redraws colours, eye shape and light over wider ranges
+    from a second generator, so variety 1 stays the exact generator of the embedded tiny weights."""
+    if variety not in VARIETIES:
+        raise ValueError(f"variety must be one of {VARIETIES}, got {variety!r}")
+    ip = _identity_v1(identity_id, seed)
+    return ip if variety == 1 else _widen(ip, torch.Generator().manual_seed(_seed(seed, identity_id, 2)))
+
+
+_HAIR = [(0.08, 0.06, 0.05), (0.3, 0.18, 0.1), (0.75, 0.6, 0.35), (0.45, 0.42, 0.4), (0.55, 0.2, 0.08),
+         (0.85, 0.83, 0.8), (0.15, 0.15, 0.35), (0.03, 0.03, 0.03)]
+_IRIS = [(0.35, 0.2, 0.08), (0.2, 0.4, 0.65), (0.25, 0.45, 0.25), (0.45, 0.33, 0.15), (0.45, 0.5, 0.55),
+         (0.12, 0.08, 0.05), (0.6, 0.45, 0.15)]
+
+
+def _jitter(g: torch.Generator, rgb, amount: float):
+    return tuple(min(max(c * _u(g, 1 - amount, 1 + amount), 0.0), 1.0) for c in rgb)
+
+
+def _widen(ip: IdentityParams, g: torch.Generator) -> IdentityParams:
+    """Variety 2: skin from very pale to very dark with undertones, 8 hair and 7 iris colours (jittered),
+    wider eye openings and irises, dimmer to harsher and tinted light, two-tone backgrounds."""
+    t = _u(g, 0.0, 1.0)
+    skin = _mix((0.98, 0.84, 0.74), (0.55, 0.38, 0.26), 2 * t) if t < 0.5 else \
+        _mix((0.55, 0.38, 0.26), (0.2, 0.12, 0.08), 2 * t - 1)
+    skin = _jitter(g, skin, 0.08)
+    hair = _jitter(g, _HAIR[int(torch.randint(len(_HAIR), (), generator=g))], 0.15)
+    iris = _jitter(g, _IRIS[int(torch.randint(len(_IRIS), (), generator=g))], 0.15)
+    lx, ly = _u(g, -0.9, 0.9), _u(g, -0.4, 0.8)
+    lz = math.sqrt(max(1 - lx * lx - ly * ly, 0.0)) + 0.2
+    n = math.sqrt(lx * lx + ly * ly + lz * lz)
+    warm = _u(g, -1.0, 1.0)
+    r = ip.eye_radius
+    return IdentityParams(**{**ip.to_dict(), **dict(
+        skin=skin, hair=hair, iris=iris, lips=_mix(skin, (0.7, 0.25, 0.25), _u(g, 0.25, 0.65)),
+        open_half_width=r * _u(g, 0.85, 1.15), open_upper=_u(g, 0.014, 0.032), open_lower=_u(g, 0.008, 0.02),
+        iris_angle=_u(g, 0.45, 0.62), pupil_angle=_u(g, 0.15, 0.26), hairline=_u(g, 0.35, 0.7),
+        background=tuple(_u(g, 0.05, 0.95) for _ in range(3)),
+        background2=tuple(_u(g, 0.05, 0.95) for _ in range(3)),
+        light_dir=(lx / n, ly / n, lz / n), ambient=_u(g, 0.2, 0.65),
+        light_color=(1 + 0.12 * warm, 1.0, 1 - 0.12 * warm))})
+
+
+def _identity_v1(identity_id: int, seed: int) -> IdentityParams:
     g = torch.Generator().manual_seed(_seed(seed, identity_id))
     rx, ry, rz = _u(g, 0.2, 0.235), _u(g, 0.28, 0.315), _u(g, 0.24, 0.27)
     cx, cy, cz = 0.0, _u(g, 0.0, 0.03), _u(g, 0.06, 0.09)
@@ -244,7 +292,7 @@ def _cast(ip: IdentityParams, o: torch.Tensor, d: torch.Tensor) -> Dict[str, tor
     material[eye_visible] = _EYE
     material[socket] = _SOCKET
     return {"t": torch.where(hit, t, inf), "material": material, "point": p, "normal": normal,
-            "eye": idx.clamp(max=1), "on_head": hit & ~socket & (idx == 2)}
+            "eye": idx.clamp(max=1), "on_head": hit & ~socket & (idx == 2), "dir": d}
 
 
 # ---------------------------------------------------------------- shading
@@ -299,17 +347,22 @@ def _shade(ip: IdentityParams, geo: Dict[str, torch.Tensor], gazes: torch.Tensor
     mat = geo["material"]
     m = mat.shape[0]
     albedo = torch.tensor(ip.background).expand(m, 3).clone()
+    if ip.background2 is not None:  # top to bottom across the frame (ray direction's world y)
+        ramp = (0.5 - 4 * geo["dir"][:, 1]).clamp(0, 1)[:, None]
+        albedo = torch.lerp(albedo, torch.tensor(ip.background2).expand(m, 3), ramp)
     skin = mat == _SKIN
     if skin.any():
         albedo[skin] = _skin_albedo(ip, {k: v[skin] for k, v in geo.items()})
     albedo[mat == _SOCKET] = torch.tensor(ip.skin) * 0.15
     light = torch.tensor(ip.light_dir)
     lit = ip.ambient + (1 - ip.ambient) * (geo["normal"] @ light).clamp(min=0)
-    lit = torch.where(mat == _BG, torch.ones_like(lit), lit)
-    out = (albedo * lit[:, None]).expand(gazes.shape[0], m, 3).clone()
+    lit = torch.where(mat == _BG, torch.ones_like(lit), lit)[:, None]
+    if ip.light_color != (1.0, 1.0, 1.0):
+        lit = torch.where((mat == _BG)[:, None], lit, lit * torch.tensor(ip.light_color))
+    out = (albedo * lit).expand(gazes.shape[0], m, 3).clone()
     eye = mat == _EYE
     if eye.any():
-        out[:, eye] = _eye_albedo(ip, {k: v[eye] for k, v in geo.items()}, gazes) * lit[eye, None]
+        out[:, eye] = _eye_albedo(ip, {k: v[eye] for k, v in geo.items()}, gazes) * lit[eye]
     return out.clamp(0, 1)
 
 
@@ -409,13 +462,15 @@ def estimate_gaze(image: torch.Tensor, identity_params: IdentityParams, camera: 
     target = (image.float()[:, r0:r1, c0:c1] + 1) / 2
     weight = eye_pix[r0:r1, c0:c1].float()
 
-    def losses(gazes: torch.Tensor, sigma: float) -> torch.Tensor:
+    def losses(gazes: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+        """(len(sigmas), K) losses; each candidate is shaded once for every blur."""
         out = []
         for chunk in gazes.split(32):
             col = _shade(identity_params, sub, chunk).reshape(chunk.shape[0], r1 - r0, c1 - c0, -1, 3).mean(3)
-            col = _gaussian_blur(col.permute(0, 3, 1, 2), sigma)
-            out.append((((col - target) ** 2).sum(1) * weight).sum((1, 2)))
-        return torch.cat(out)
+            col = col.permute(0, 3, 1, 2)
+            out.append(torch.stack([(((_gaussian_blur(col, s) - target) ** 2).sum(1) * weight).sum((1, 2))
+                                    for s in sigmas]))
+        return torch.cat(out, 1)
 
     def grid(cp: float, cy: float, hp: float, hy: float, n_p: int, n_y: int) -> torch.Tensor:
         gp, gy = torch.meshgrid(torch.linspace(cp - hp, cp + hp, n_p),
@@ -424,14 +479,14 @@ def estimate_gaze(image: torch.Tensor, identity_params: IdentityParams, camera: 
 
     cands = grid(0.0, 0.0, pitch_range, yaw_range, int(round(2 * pitch_range / coarse_step)) + 1,
                  int(round(2 * yaw_range / coarse_step)) + 1)
-    scores = torch.stack([losses(cands, s) for s in blur_sigmas])   # (sigmas, candidates)
+    scores = losses(cands, blur_sigmas)   # (sigmas, candidates)
     flat = int(scores.argmin())
     sigma, best = blur_sigmas[flat // cands.shape[0]], cands[flat % cands.shape[0]]
     step = coarse_step
     for _ in range(refine_rounds):
         step /= 4
         cands = grid(float(best[0]), float(best[1]), 2 * step, 2 * step, 5, 5)
-        best = cands[losses(cands, sigma).argmin()]
+        best = cands[losses(cands, (sigma,))[0].argmin()]
     return float(best[0]), float(best[1])
 
 
@@ -441,7 +496,8 @@ class SyntheticGaze(torch.utils.data.Dataset):
     """Procedural gaze-redirection pairs; deterministic for (seed, split, index).
 
     Item ``i`` is identity ``i // samples_per_identity`` (global id = that index, plus
-    TEST_ID_OFFSET for ``split="test"``, so train and test subjects never coincide), with its
+    TEST_ID_OFFSET for ``split="test"`` and VAL_ID_OFFSET for ``split="val"``, so training, test
+    and validation subjects never coincide) drawn by ``make_identity(id, seed, variety)``, with its
     own source/target gazes and cameras drawn from a generator seeded by (seed, global id, i).
     Sample keys: ``image`` (3, R, R) (source gaze, source camera); ``target`` (target gaze,
     source camera) and ``novel_view`` (target gaze, novel camera), both (3, T, T) with T =
@@ -457,10 +513,13 @@ class SyntheticGaze(torch.utils.data.Dataset):
                  samples_per_identity: int = 8, depth_resolution: int = None, supersample: int = 2,
                  target_resolution: int = None,
                  gaze_range: Tuple[float, float] = (0.35, 0.5), head_range: Tuple[float, float] = (0.2, 0.35),
-                 background_depth: float = BACKGROUND_DEPTH):
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+                 background_depth: float = BACKGROUND_DEPTH, variety: int = 2):
+        if split not in ID_OFFSETS:
+            raise ValueError(f"split must be one of {tuple(ID_OFFSETS)}, got {split!r}")
+        if variety not in VARIETIES:
+            raise ValueError(f"variety must be one of {VARIETIES}, got {variety!r}")
         self.n_identities, self.seed, self.resolution, self.split = n_identities, seed, resolution, split
+        self.variety = variety
         self.samples_per_identity = samples_per_identity
         self.target_resolution = target_resolution or resolution
         self.depth_resolution = depth_resolution or max(resolution // 4, 1)
@@ -471,10 +530,10 @@ class SyntheticGaze(torch.utils.data.Dataset):
         return self.n_identities * self.samples_per_identity
 
     def identity_id(self, index: int) -> int:
-        return index // self.samples_per_identity + (TEST_ID_OFFSET if self.split == "test" else 0)
+        return index // self.samples_per_identity + ID_OFFSETS[self.split]
 
     def identity(self, index: int) -> IdentityParams:
-        return make_identity(self.identity_id(index), self.seed)
+        return make_identity(self.identity_id(index), self.seed, self.variety)
 
     def sample_labels(self, index: int) -> Dict[str, torch.Tensor]:
         """Gazes and cameras of item ``index`` (cheap: no rendering)."""

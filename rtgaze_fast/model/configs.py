@@ -1,7 +1,7 @@
 """RTGaze configurations. Sizes are configuration, not code (shared/spec/rtgaze-model.md)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 
@@ -23,8 +23,9 @@ class RTGazeConfig:
     ray_res: int                    # neural rendering resolution (rays per side)
     n_samples: int
     n_importance: int
-    output_size: int                # super-resolution output side
+    output_size: int                # super-resolution output side (ray_res times a power of 2, or equal)
     sr_channels: int
+    plane_skip: bool = False        # a full-resolution path around the decoder's stride-2 bottleneck
 
     @property
     def plane_res(self) -> int:
@@ -47,3 +48,14 @@ CONFIGS = {
                          decoder_width=48, decoder_sr_ratio=2, plane_channels=32, ray_res=32, n_samples=16,
                          n_importance=16, output_size=64, sr_channels=32),
 }
+# Issue #19: tiny with full-resolution planes (a zero-initialised skip around the bottleneck, so
+# tiny's weights warm-start it with the same planes) and rays at the output size (64^2: the
+# super-resolution refines at 64 instead of upsampling 32). "tiny_skip" and
+# "tiny_r64" are the two changes alone, for the ablation. "small" is the GPU recipe's larger model.
+CONFIGS["tiny_skip"] = replace(CONFIGS["tiny"], name="tiny_skip", plane_skip=True)
+CONFIGS["tiny_r64"] = replace(CONFIGS["tiny"], name="tiny_r64", ray_res=64)
+CONFIGS["tiny_hr"] = replace(CONFIGS["tiny"], name="tiny_hr", ray_res=64, plane_skip=True)
+CONFIGS["small"] = RTGazeConfig("small", image_size=256, feat_channels=64, backbone_channels=(32, 64, 128),
+                                low_width=256, low_blocks=2, heads=8, low_sr_ratio=2, gaze_tokens=8, fourier_freqs=6,
+                                decoder_width=96, decoder_sr_ratio=4, plane_channels=32, ray_res=128, n_samples=32,
+                                n_importance=32, output_size=256, sr_channels=64, plane_skip=True)

@@ -94,9 +94,12 @@ class RTGazeLoss(nn.Module):
     """alpha * L_R + beta * L_D + gamma * L_P; returns the total and each term."""
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.5, gamma: float = 0.2, eye_weight: float = 2.0,
-                 perceptual: Optional[PerceptualLoss] = None):
+                 perceptual: Optional[PerceptualLoss] = None, raw_weight: float = 0.0):
+        """``raw_weight``: weight of L_raw, L_R on the raw (pre-super-resolution) render against the
+        target area-downsampled to its size, so the triplane itself must carry the detail."""
         super().__init__()
         self.alpha, self.beta, self.gamma, self.eye_weight = alpha, beta, gamma, eye_weight
+        self.raw_weight = raw_weight
         self.perceptual = perceptual if perceptual is not None else PerceptualLoss()
         self.mask_total: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # see reconstruction_loss
 
@@ -104,6 +107,12 @@ class RTGazeLoss(nn.Module):
         l_r = reconstruction_loss(out["image"], target, eye_mask, self.eye_weight, self.mask_total)
         l_d = depth_loss(out["depth"], teacher_depth) if teacher_depth is not None else out["image"].new_zeros(())
         l_p = self.perceptual(out["image"], target) if self.gamma else out["image"].new_zeros(())
-        total = self.alpha * l_r + self.beta * l_d + self.gamma * l_p
-        terms = {"L_R": l_r, "L_D": l_d, "L_P": l_p, "total": total}
+        l_raw = out["image"].new_zeros(())
+        if self.raw_weight:
+            raw = out["image_raw"]
+            small = F.interpolate(target, size=raw.shape[-2:], mode="area") if raw.shape[-2:] != target.shape[-2:] \
+                else target
+            l_raw = reconstruction_loss(raw, small, eye_mask, self.eye_weight, self.mask_total)
+        total = self.alpha * l_r + self.beta * l_d + self.gamma * l_p + self.raw_weight * l_raw
+        terms = {"L_R": l_r, "L_D": l_d, "L_P": l_p, "L_raw": l_raw, "total": total}
         return total, {k: float(v.detach()) for k, v in terms.items()}

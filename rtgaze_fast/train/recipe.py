@@ -45,37 +45,39 @@ CACHE_KEYS = ("image", "target", "novel_view", "depth", "depth_novel", "eye_mask
 
 
 def _render_range(args) -> Dict[str, torch.Tensor]:
-    config_name, n_identities, seed, samples_per_identity, lo, hi = args
+    config_name, n_identities, seed, samples_per_identity, variety, lo, hi = args
     torch.set_num_threads(1)
     from ..model import CONFIGS
-    ds = dataset_for(CONFIGS[config_name], n_identities, seed, samples_per_identity=samples_per_identity)
+    ds = dataset_for(CONFIGS[config_name], n_identities, seed, samples_per_identity=samples_per_identity,
+                     variety=variety)
     items = [ds[i] for i in range(lo, hi)]
     return {k: torch.stack([it[k] for it in items]) for k in CACHE_KEYS}
 
 
-def dataset_for(config, n_identities: int, seed: int, split: str = "train", samples_per_identity: int = 4):
+def dataset_for(config, n_identities: int, seed: int, split: str = "train", samples_per_identity: int = 4,
+                variety: int = 2):
     """SyntheticGaze sized for ``config``: input at image_size, targets at output_size, depth at ray_res."""
     from ..data.synthetic import SyntheticGaze
     return SyntheticGaze(n_identities, seed=seed, resolution=config.image_size, split=split,
                          samples_per_identity=samples_per_identity, target_resolution=config.output_size,
-                         depth_resolution=config.ray_res)
+                         depth_resolution=config.ray_res, variety=variety)
 
 
 def build_cache(config, n_identities: int, seed: int, workers: int = 2, path: Optional[str] = None,
-                samples_per_identity: int = 4) -> Dict[str, torch.Tensor]:
+                samples_per_identity: int = 4, variety: int = 2) -> Dict[str, torch.Tensor]:
     """Render (or load from ``path``) the training pairs as stacked tensors (images as float16)."""
     from safetensors.torch import load_file, save_file
-    tag = {"config": config.name, "n_identities": str(n_identities), "seed": str(seed),
-           "samples_per_identity": str(samples_per_identity)}
+    # What the pairs depend on (not the config's name: configs of the same sizes share a cache).
+    tag = {"sizes": f"{config.image_size},{config.output_size},{config.ray_res}", "n_identities": str(n_identities),
+           "seed": str(seed), "samples_per_identity": str(samples_per_identity), "variety": str(variety)}
     if path and os.path.isfile(path):
         from safetensors import safe_open
         with safe_open(path, "pt") as f:
             if f.metadata() == tag:
                 return load_file(path)
-    ds = dataset_for(config, n_identities, seed, samples_per_identity=samples_per_identity)
-    n = len(ds)
+    n = n_identities * samples_per_identity
     bounds = [(i * n // (workers * 8), (i + 1) * n // (workers * 8)) for i in range(workers * 8)]
-    jobs = [(config.name, n_identities, seed, samples_per_identity, lo, hi) for lo, hi in bounds if hi > lo]
+    jobs = [(config.name, n_identities, seed, samples_per_identity, variety, lo, hi) for lo, hi in bounds if hi > lo]
     from tqdm import tqdm
     parts = []
     if workers > 1:
@@ -132,18 +134,33 @@ def save_weights(model, path: str, metadata: Dict[str, str]) -> None:
     save_file(state, path, metadata=metadata)
 
 
+def warm_start(model, path: str) -> str:
+    """Load the parameters of ``path`` whose name and shape match ``model``'s; refuse a file that
+    matches nothing or has parameters the model lacks. Returns a line saying what was kept."""
+    from safetensors.torch import load_file
+    state, own = load_file(path), model.state_dict()
+    extra = sorted(set(state) - set(own))
+    shapes = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if extra or shapes or not state:
+        raise SystemExit(f"rtgaze-fast train: --init {path}: parameters the model lacks {extra[:5]}, "
+                         f"wrong shapes {shapes[:5]}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    fresh = sorted(set(own) - set(state))
+    return f"warm start from {path}: {len(state)} tensors loaded; initialised afresh: {fresh}"
+
+
 def plot_history(history: List[dict], path: str, every: int = 100) -> str:
     """The loss terms averaged over each ``every`` steps, log scale, as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("total", "L_R", "L_D", "L_P"):
+    for key in ("total", "L_R", "L_D", "L_P", "L_raw"):
         if not any(h.get(key, 0) > 0 for h in history):
             continue  # e.g. L_D without a depth teacher
         points = {}
         for h in history:
-            points.setdefault(h["step"] // every, []).append(h[key])
+            points.setdefault(h["step"] // every, []).append(h.get(key, 0.0))
         xs = sorted(points)
         ax.plot([(x + 1) * every for x in xs], [sum(points[x]) / len(points[x]) for x in xs], label=key)
     ax.set_yscale("log")
@@ -181,8 +198,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--eye-weight", type=float, default=8.0)
     p.add_argument("--depth-weight", type=float, default=3.0, help="beta, the weight of L_D (synthetic only)")
     p.add_argument("--decoder-lr-mul", type=float, default=30.0, help="lr multiplier of the OSGDecoder")
+    p.add_argument("--raw-weight", type=float, default=0.0,
+                   help="weight of L_raw, the reconstruction loss on the raw (pre-super-resolution) render")
+    p.add_argument("--variety", type=int, default=2, choices=(1, 2),
+                   help="synthetic generator: 2 (wider, issue #19) or 1 (the embedded tiny weights' data)")
+    p.add_argument("--init", help="warm start from these weights (another config's too: parameters of the same name "
+                                  "and shape load, the rest keep their initialisation); ignored on resume")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--workers", type=int, default=2, help="synthetic: processes rendering the data cache")
-    p.add_argument("--cache", default="out/train_cache_{config}.safetensors")
+    p.add_argument("--cache", default="out/train_cache_{config}.safetensors",
+                   help="the rendered pairs, reused when their sizes, subjects, seed and variety match")
     p.add_argument("--checkpoint", help="fp32 checkpoint + optimiser state, resumed when present "
                                         "(default out/train_{config}[_ethxgaze].ckpt.safetensors)")
     p.add_argument("--every", type=int, default=100, help="steps between checkpoints")
@@ -199,6 +224,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .distributed import env_world, setup, teardown
     if args.batch % env_world():
         p.error(f"--batch {args.batch} must be a multiple of the {env_world()} processes")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dist = setup(args.device)
     try:
         return _train(args, dist, argv)
@@ -219,10 +246,11 @@ def _train(args, dist, argv) -> int:
     if args.data == "synthetic":
         if dist.enabled and not args.cache:
             raise SystemExit("rtgaze-fast train: several processes share the synthetic data through --cache")
-        cache = build_cache(cfg, args.identities, args.seed, args.workers, fmt(args.cache)) if dist.main else None
+        cache = build_cache(cfg, args.identities, args.seed, args.workers, fmt(args.cache),
+                            variety=args.variety) if dist.main else None
         dist.barrier()
         if not dist.main:
-            cache = build_cache(cfg, args.identities, args.seed, 1, fmt(args.cache))
+            cache = build_cache(cfg, args.identities, args.seed, 1, fmt(args.cache), variety=args.variety)
     else:
         from ..data.ethxgaze import ETHXGazePairs, split_files
         files = split_files(args.data_dir, "train", args.val_subjects, args.split_file)
@@ -232,7 +260,9 @@ def _train(args, dist, argv) -> int:
     t_data = time.time() - t0
     model = RTGaze(args.config, backend="auto")  # the fastest backend that has a fused backward
     model.renderer.deterministic = args.deterministic
-    loss = RTGazeLoss(beta=args.depth_weight, eye_weight=args.eye_weight)
+    if args.init:
+        say(warm_start(model, args.init))
+    loss = RTGazeLoss(beta=args.depth_weight, eye_weight=args.eye_weight, raw_weight=args.raw_weight)
     trainer = Trainer(model, lr=args.lr, loss=loss, decoder_lr_mul=args.decoder_lr_mul,
                       schedule=cosine_schedule(args.steps, warmup=min(100, args.steps // 10)), dist=dist,
                       seed=args.seed)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .distributed import Dist
 from .losses import RTGazeLoss
 
-LOGGED = ("L_R", "L_D", "L_P", "total")
+LOGGED = ("L_R", "L_D", "L_P", "L_raw", "total")
 
 
 def _flat_optimizer_state(opt: torch.optim.Optimizer) -> tuple:
@@ -105,7 +105,7 @@ class Trainer:
         total, terms = self.loss({k: v.float() for k, v in out.items()}, b["target"], b.get("eye_mask"),
                                  b.get("teacher_depth"))
         if self.dist.enabled:  # the global batch's terms (each process's mean, averaged)
-            local = torch.tensor([terms[k] for k in LOGGED], dtype=torch.float64, device=self.device)
+            local = torch.tensor([terms.get(k, 0.0) for k in LOGGED], dtype=torch.float64, device=self.device)
             terms.update(zip(LOGGED, self.dist.mean(local).tolist()))
         if not math.isfinite(terms["total"]):
             raise FloatingPointError(f"non-finite training loss at step {self.step}: {terms} (lower the lr)")
