@@ -1,4 +1,4 @@
-"""The command line: ``rtgaze-fast {redirect,eye-contact,demo,bench,eval,train}`` (also ``python -m rtgaze_fast``).
+"""The command line: ``rtgaze-fast {redirect,eye-contact,demo,bench,eval,train,train-gaze}`` (also ``python -m rtgaze_fast``).
 
 Each subcommand is a ``main(argv)`` in its own module; this file only dispatches, plus
 ``redirect`` (faces in a photo) and ``eye-contact`` (a video) over ``rtgaze_fast.face``. The

@@ -89,3 +89,14 @@ def test_usage_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for name in ("redirect", "demo", "bench", "eval", "train"):
         assert name in out
+
+
+def test_demo_exits_with_the_benchmarks_status(monkeypatch, tmp_path):
+    """The main job fails when the benchmark's gate reports a WRONG backend row (bench exits 1)."""
+    from rtgaze_fast import demo
+    monkeypatch.setattr(demo, "gaze_grid", lambda *a: {"path": "grid.png"})
+    monkeypatch.setattr(demo, "render_orbit",
+                        lambda *a: {"path": "orbit.png", "backend": "cpu", "max_abs_rgb_diff_vs_reference": 0.0})
+    for status in (1, 0):
+        monkeypatch.setattr(demo.bench, "main", lambda argv, s=status: s)
+        assert demo.main(["--out", str(tmp_path), "--no-eval", "--device", "cpu"]) == status
