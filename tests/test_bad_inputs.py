@@ -171,6 +171,21 @@ def test_partly_nan_planes_give_the_references_nan_pattern(backend, n_f):
                                                              torch.isnan(b).flatten(1).any(1))
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("n_f", (0, 4))
+def test_a_nan_noise_value_gives_the_references_nan_pattern(backend, n_f):
+    """A NaN in one ray's injected stratified noise makes one coarse depth NaN, after finite ones:
+    the ray's depth range must still carry it (a min/max that kept the first depth and compared
+    the rest lost it), so the batch clamp makes every depth NaN, as in the reference."""
+    s = make_scene(seed=4, res=2, plane_res=8, n=6, n_f=n_f, batch=2)
+    u = s.stratified_u.clone()
+    u[1, 2, 3] = float("nan")
+    ref, out = call(s, "torch", stratified_u=u), call(s, backend, stratified_u=u)
+    for name, a, b in zip(("rgb", "depth", "weights_sum"), out, ref):
+        assert torch.equal(torch.isnan(a), torch.isnan(b)), (name, torch.isnan(a).flatten(1).any(1),
+                                                             torch.isnan(b).flatten(1).any(1))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_validate_checks_rays_and_noise(backend):
     s = small()
