@@ -17,9 +17,9 @@ struct PlanesArgs {
 };
 
 struct DecoderArgs {
-  const float *w1t, *b1, *w2t, *b2;  // folded; w1t (C, Hd), w2t (Hd, O1) transposed
+  const float *w1t, *b1, *w2t, *b2;  // folded; w1t (C, Hd) transposed, w2t (Hd, O1 - 1): the colour rows of w2 transposed
   int Hd, O1;
-  const float *w1, *w2;  // the same, untransposed: w1 (Hd, C), w2 (O1, Hd) (the backward's layout)
+  const float *w1, *w2;  // untransposed: w1 (Hd, C), w2 (O1, Hd) (sigma's row 0, and the backward's layout)
 };
 
 struct RenderArgs {

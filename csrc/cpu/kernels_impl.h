@@ -4,24 +4,18 @@
 #include "rtgaze/march.h"
 #include "rtgaze/sample.h"
 #include "planes_impl.h"
+#include "decode_impl.h"
 
-// Decode n points of one ray (batch b) at depths t along o + t d. CF/HF/OF: compile-time decoder
-// sizes (0 = runtime), see rtgaze/sample.h.
-template <int CF, int HF, int OF>
-static void eval_ray_points(const RenderArgs& a, long b, const float* o, const float* d, const float* t, int n,
-                            float* sig, float* col, float* scratch) {
+// The features (n, C) of n points of one ray (batch b) at depths t along o + t d. CF: a
+// compile-time channel count (0 = runtime), see rtgaze/sample.h.
+template <int CF>
+static void ray_features(const RenderArgs& a, long b, const float* o, const float* d, const float* t, int n,
+                         float* feat) {
   const PlanesArgs& P = a.planes;
-  const DecoderArgs& D = a.dec;
-  const int O = D.O1 - 1;
   const float* planes_b = P.data + b * P.s.b;
-  float* feat = scratch;
-  float* hid = feat + P.C;
-  float* out = hid + D.Hd;
   for (int k = 0; k < n; ++k) {
     const float p[3] = {o[0] + t[k] * d[0], o[1] + t[k] * d[1], o[2] + t[k] * d[2]};
-    triplane_features<CF>(P, planes_b, p, a.box_warp, a.plane_set, feat);
-    rtg_decode<CF, HF, OF>(feat, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, hid, out, &sig[k],
-                           col + static_cast<long>(k) * O);
+    triplane_features<CF>(P, planes_b, p, a.box_warp, a.plane_set, feat + static_cast<long>(k) * P.C);
   }
 }
 
@@ -45,25 +39,27 @@ static void fine_depths(const RenderArgs& a, long i, const float* tc, const floa
   for (int j = 0; j < Nf; ++j) tf[j] = rtg_sample_pdf_from(bins, cdf, N, ui[j], &search);
 }
 
-template <int CF, int HF, int OF>
+template <int CF>
 static void render_sized(const RenderArgs& a, long begin, long end) {
-  const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1;
-  // Samples 0..N-1 coarse, N..S-1 fine; then the merged copies.
-  float* buf = new float[2L * S + static_cast<long>(S) * O + 2L * S + static_cast<long>(S) * O + 3L * N + a.planes.C +
-                         a.dec.Hd + a.dec.O1];
+  const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1, C = a.planes.C;
+  // Samples 0..N-1 coarse, N..S-1 fine; then the merged copies; the features of one decode.
+  float* buf = new float[2L * S + static_cast<long>(S) * O + 2L * S + static_cast<long>(S) * O + 3L * N +
+                         static_cast<long>(S) * C + DecodeScratch::floats(a.dec, S)];
   float *t = buf, *sig = t + S, *col = sig + S, *tm = col + static_cast<long>(S) * O, *sm = tm + S;
-  float *cm = sm + S, *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N;
-  float* scratch = bins + N;
+  float *cm = sm + S, *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N, *feat = bins + N;
+  const DecodeScratch sc(a.dec, S, feat + static_cast<long>(S) * C);
   int* ord = new int[S];
   for (long i = begin; i < end; ++i) {
     const long b = i / a.R;
     const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i;
     coarse_depths(a, i, t);
-    eval_ray_points<CF, HF, OF>(a, b, o, d, t, N, sig, col, scratch);
+    ray_features<CF>(a, b, o, d, t, N, feat);
+    decode_block(a.dec, C, N, feat, sc, sig, col);
     const float *tr = t, *sr = sig, *cr = col;
     if (Nf > 0) {
       fine_depths(a, i, t, sig, w, cdf, bins, t + N);
-      eval_ray_points<CF, HF, OF>(a, b, o, d, t + N, Nf, sig + N, col + static_cast<long>(N) * O, scratch);
+      ray_features<CF>(a, b, o, d, t + N, Nf, feat);
+      decode_block(a.dec, C, Nf, feat, sc, sig + N, col + static_cast<long>(N) * O);
       rtg_merge_order(t, N, t + N, Nf, ord);
       for (int k = 0; k < S; ++k) {
         const int j = ord[k];
@@ -88,32 +84,39 @@ static void render_sized(const RenderArgs& a, long begin, long end) {
   delete[] buf;
 }
 
-template <int CF, int HF, int OF>
+// Points in blocks of this many per decode.
+constexpr int kPointBlock = 16;
+
+template <int CF>
 static void sample_decode_sized(const SampleDecodeArgs& a, long begin, long end) {
   const PlanesArgs& P = a.planes;
-  const DecoderArgs& D = a.dec;
-  const int O = D.O1 - 1;
-  float* buf = new float[P.C + D.Hd + D.O1];
-  for (long i = begin; i < end; ++i) {
-    const long b = i / a.M;
-    triplane_features<CF>(P, P.data + b * P.s.b, a.points + 3 * i, a.box_warp, a.plane_set, buf);
-    rtg_decode<CF, HF, OF>(buf, P.C, D.Hd, D.O1, D.w1t, D.b1, D.w2t, D.b2, buf + P.C, buf + P.C + D.Hd, a.sigma + i,
-               a.rgb + i * O);
+  const int C = P.C, O = a.dec.O1 - 1;
+  float* feat = new float[static_cast<long>(kPointBlock) * C + DecodeScratch::floats(a.dec, kPointBlock)];
+  const DecodeScratch sc(a.dec, kPointBlock, feat + static_cast<long>(kPointBlock) * C);
+  for (long i0 = begin; i0 < end; i0 += kPointBlock) {
+    const int n = static_cast<int>(end - i0 < kPointBlock ? end - i0 : kPointBlock);
+    for (int k = 0; k < n; ++k) {
+      const long i = i0 + k, b = i / a.M;
+      triplane_features<CF>(P, P.data + b * P.s.b, a.points + 3 * i, a.box_warp, a.plane_set,
+                            feat + static_cast<long>(k) * C);
+    }
+    decode_block(a.dec, C, n, feat, sc, a.sigma + i0, a.rgb + i0 * O);
   }
-  delete[] buf;
+  delete[] feat;
 }
 
-// EG3D's decoder (32 -> 64 -> 1+32) gets a build with fixed sizes; any other a generic one.
-static bool is_eg3d_decoder(const PlanesArgs& P, const DecoderArgs& D) { return P.C == 32 && D.Hd == 64 && D.O1 == 33; }
+// EG3D's 32 channels get a build with a fixed channel count (whole texels in registers); any
+// other a generic one.
+static bool has_eg3d_channels(const PlanesArgs& P) { return P.C == 32; }
 
 static void render(const RenderArgs& a, long begin, long end) {
-  if (is_eg3d_decoder(a.planes, a.dec)) render_sized<32, 64, 33>(a, begin, end);
-  else render_sized<0, 0, 0>(a, begin, end);
+  if (has_eg3d_channels(a.planes)) render_sized<32>(a, begin, end);
+  else render_sized<0>(a, begin, end);
 }
 
 static void sample_decode(const SampleDecodeArgs& a, long begin, long end) {
-  if (is_eg3d_decoder(a.planes, a.dec)) sample_decode_sized<32, 64, 33>(a, begin, end);
-  else sample_decode_sized<0, 0, 0>(a, begin, end);
+  if (has_eg3d_channels(a.planes)) sample_decode_sized<32>(a, begin, end);
+  else sample_decode_sized<0>(a, begin, end);
 }
 
 static void march(const MarchArgs& a, long begin, long end) {

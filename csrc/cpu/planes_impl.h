@@ -217,35 +217,28 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
     const float dwx[4] = {-(1.0f - ty), 1.0f - ty, -ty, ty};
     const float dwy[4] = {-(1.0f - tx), -tx, 1.0f - tx, tx};
     float gx = 0.0f, gy = 0.0f;
-    if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // d(features)/d(tx), /d(ty) as vectors; one dot with gf each
+    if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // whole texels: each tap's dot with gf in registers (see rtg_v8)
       constexpr int NV = CF > 0 ? CF / 8 : 1;
-      rtg_v8 vx[NV], vy[NV], g[NV];
+      rtg_v8 g[NV];
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        vx[v] = rtg_v8{};
-        vy[v] = rtg_v8{};
-        __builtin_memcpy(&g[v], gf + 8 * v, sizeof(rtg_v8));
+      for (int v = 0; v < NV; ++v) __builtin_memcpy(&g[v], gf + 8 * v, sizeof(rtg_v8));
+      float dots[4];
+      for (int t = 0; t < 4; ++t) {
+        rtg_v8 acc = rtg_v8{};
+        if (T.in[t]) {
+          const float* texel = plane + T.offset(t, P.s.y, P.s.x);
+#pragma GCC unroll 16
+          for (int v = 0; v < NV; ++v) {
+            rtg_v8 r;
+            __builtin_memcpy(&r, texel + 8 * v, sizeof(r));
+            acc += g[v] * r;
+          }
+        }
+        dots[t] = rtg_hsum8(acc);
       }
       for (int t = 0; t < 4; ++t) {
-        if (!T.in[t]) continue;
-        const float* texel = plane + T.offset(t, P.s.y, P.s.x);
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; ++v) {
-          rtg_v8 r;
-          __builtin_memcpy(&r, texel + 8 * v, sizeof(r));
-          vx[v] += dwx[t] * r;
-          vy[v] += dwy[t] * r;
-        }
-      }
-      rtg_v8 sx = rtg_v8{}, sy = rtg_v8{};
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        sx += g[v] * vx[v];
-        sy += g[v] * vy[v];
-      }
-      for (int l = 0; l < 8; ++l) {
-        gx += sx[l];
-        gy += sy[l];
+        gx += dwx[t] * dots[t];
+        gy += dwy[t] * dots[t];
       }
     } else if (T.in[0] && T.in[3]) {  // strided channels, all four taps inside: one pass over the channels
       gather_scatter_strided(P, plane, gs, gplane, C, T, dwx, dwy, gf, locks, &gx, &gy);

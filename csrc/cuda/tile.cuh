@@ -311,7 +311,8 @@ template <class TP> __device__ __forceinline__ void Vec<TP>::add(const TP* texel
 // q[i] by selects (a run-time index into a local array would put it in local memory).
 __device__ __forceinline__ float pick3(const float* q, int i) { return i == 0 ? q[0] : (i == 1 ? q[1] : q[2]); }
 
-// Channels [ch0, ch0 + V) of rtg_triplane_features at point p (same taps, same order of sums).
+// Channels [ch0, ch0 + V) of the CPU's triplane_features (csrc/cpu/planes_impl.h) at point p (same
+// taps, same order of sums).
 template <class TP>
 __device__ __forceinline__ void point_features(const TP* planes_b, int H, int W, const float* p, float box_warp,
                                                int plane_set, int ch0, float* acc) {

@@ -22,12 +22,13 @@ namespace {
 using at::Tensor;
 using namespace rtgaze::glue;
 
-// Folded decoder weights, transposed so the kernels' inner loops run over contiguous outputs.
+// Folded decoder weights, transposed so the kernels' inner loops run over contiguous outputs (the
+// colour outputs' apart from sigma's, so that they are whole AVX registers: rtgaze::DecoderArgs).
 struct Decoder {
   Tensor w1t, b1, w2t, b2, w1, w2;
   rtgaze::DecoderArgs args() const {
     return {w1t.data_ptr<float>(), b1.data_ptr<float>(), w2t.data_ptr<float>(), b2.data_ptr<float>(),
-            static_cast<int>(w1t.size(1)), static_cast<int>(w2t.size(1)), w1.data_ptr<float>(), w2.data_ptr<float>()};
+            static_cast<int>(w1t.size(1)), static_cast<int>(w2.size(0)), w1.data_ptr<float>(), w2.data_ptr<float>()};
   }
 };
 
@@ -42,7 +43,7 @@ Decoder fold_decoder(const Tensor& w1, const Tensor& b1, const Tensor& w2, const
   TORCH_CHECK_VALUE(w2.size(1) == hd && o1 >= 2, "w2 must be (1 + out_dim, hidden=", hd, "), got ", w2.sizes());
   TORCH_CHECK_VALUE(b2.size(0) == o1, "b2 must have ", o1, " elements, got ", b2.sizes());
   TORCH_CHECK_VALUE(C <= 1024 && hd <= 1024 && o1 <= 1025, "decoder sizes above 1024 are not supported");
-  return {w1.t().contiguous(), b1, w2.t().contiguous(), b2, w1, w2};
+  return {w1.t().contiguous(), b1, w2.narrow(0, 1, o1 - 1).t().contiguous(), b2, w1, w2};
 }
 
 rtgaze::PlaneStrides plane_strides(const Tensor& t) {

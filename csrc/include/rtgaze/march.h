@@ -160,21 +160,22 @@ RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, b
 }
 
 // rtg_march_backward_core with the colours at hand: col[S*O] in, every sample's colour gradient
-// g_col[S*O] out (overwritten).
+// g_col[S*O] out (overwritten). scratch: 4 * S floats.
 RTG_HD void rtg_march_backward(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
                                const float* g_rgb, float g_depth, float g_wsum, float* g_sigma, float* g_col,
                                float* scratch) {
   float g_white = 0.0f;
   for (int o = 0; o < O; ++o) g_white += 2.0f * g_rgb[o];
   for (int i = 0; i < S * O; ++i) g_col[i] = 0.0f;
-  auto dot = [&](int k) {
-    const float* c0 = col + k * O;
-    const float* c1 = c0 + O;
+  float* dots = scratch + 3 * S;  // g_rgb . c_k per sample (one dot each, not two per interval)
+  for (int k = 0; k < S; ++k) {
+    const float* ck = col + k * O;
     float acc = 0.0f;
     RTG_CHANNEL_LOOP
-    for (int o = 0; o < O; ++o) acc += 2.0f * g_rgb[o] * ((c0[o] + c1[o]) * 0.5f);
-    return acc;
-  };
+    for (int o = 0; o < O; ++o) acc += g_rgb[o] * ck[o];
+    dots[k] = acc;
+  }
+  auto dot = [&](int k) { return dots[k] + dots[k + 1]; };
   auto col_grad = [&](int k, float half_w) {
     float* g0 = g_col + k * O;
     float* g1 = g0 + O;

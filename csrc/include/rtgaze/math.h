@@ -9,7 +9,6 @@ RTG_HD float rtg_exp(float x) { return expf(x); }
 RTG_HD float rtg_log1p(float x) { return log1pf(x); }
 #else
 RTG_HD float rtg_bits_to_float(int32_t i) { float f; __builtin_memcpy(&f, &i, 4); return f; }
-RTG_HD int32_t rtg_float_to_bits(float f) { int32_t i; __builtin_memcpy(&i, &f, 4); return i; }
 
 // exp(x): x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^n from the exponent bits.
 RTG_HD float rtg_exp(float x) {
@@ -28,34 +27,28 @@ RTG_HD float rtg_exp(float x) {
   return p * rtg_bits_to_float((static_cast<int32_t>(n) + 127) << 23);
 }
 
-// log(z) for z > 0 (Cephes logf): z = m 2^e, m in [sqrt(1/2), sqrt(2)).
-RTG_HD float rtg_log(float z) {
-  const int32_t bits = rtg_float_to_bits(z);
-  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
-  float m = rtg_bits_to_float((bits & 0x807fffff) | 0x3f000000);  // [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1.0f : e;
-  const float x = small ? m + m - 1.0f : m - 1.0f;
+// log(1 + y) for y in [0, 1] (softplus' log1p(exp(-|x|))), Cephes logf's polynomial on
+// 1 + y = 2^e (1 + f), f in [sqrt(1/2) - 1, sqrt(2) - 1]: f = y itself below sqrt(2) - 1 (so the
+// rounding of 1 + y is never taken), else (y - 1) / 2 with e = 1. A NaN y gives NaN.
+RTG_HD float rtg_log1p(float y) {
+  const bool big = y > 0.41421356237309505f;
+  const float x = big ? (y - 1.0f) * 0.5f : y;
+  const float e = big ? 1.0f : 0.0f;
   const float x2 = x * x;
-  float y = 7.0376836292e-2f;
-  y = y * x - 1.1514610310e-1f;
-  y = y * x + 1.1676998740e-1f;
-  y = y * x - 1.2420140846e-1f;
-  y = y * x + 1.4249322787e-1f;
-  y = y * x - 1.6668057665e-1f;
-  y = y * x + 2.0000714765e-1f;
-  y = y * x - 2.4999993993e-1f;
-  y = y * x + 3.3333331174e-1f;
-  y = y * x * x2;
-  y = y + e * -2.12194440e-4f;
-  y = y - 0.5f * x2;
-  const float r = x + y + e * 0.693359375f;
-  return z != z ? z : r;  // the bit manipulation above would turn NaN into a number
+  float p = 7.0376836292e-2f;
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  p = p * x * x2;
+  p = p + e * -2.12194440e-4f;
+  p = p - 0.5f * x2;
+  return x + p + e * 0.693359375f;
 }
-
-// log(1 + y) for y in [0, 1] to an absolute error of ~1.2e-7 (the rounding of 1 + y): all that
-// softplus needs, without a division on the hot path.
-RTG_HD float rtg_log1p(float y) { return rtg_log(1.0f + y); }
 #endif
 
 // torch.nn.functional.softplus(beta=1, threshold=20): x above the threshold, else log1p(exp(x)),
