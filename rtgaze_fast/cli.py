@@ -42,9 +42,9 @@ def _angle(name: str, value: float) -> float:
 
 
 def _model_args(p, torch) -> None:
-    from .model import CONFIGS
+    from .model import CONFIGS, DEFAULT_CONFIG
     from .ops import BACKENDS
-    p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    p.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS))
     p.add_argument("--weights", help="safetensors weights (default: the embedded ones for the config, if any)")
     p.add_argument("--prompt-frame", default="head", choices=("head", "normalized"),
                    help="the frame the weights' gaze prompt is in: 'head' for the embedded (synthetic) weights, "

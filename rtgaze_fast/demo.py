@@ -1,8 +1,8 @@
 """The README's main job on an embedded default: redirect, evaluate, render, benchmark, writing under --out.
 
-0. With the embedded RTGaze weights (rtgaze_fast/assets): turns a held-out synthetic face to a
-   grid of gazes and camera views (gaze_grid.png), then prints the ``rtgaze-fast eval`` table
-   (model vs the identity baseline on held-out subjects; eval.json).
+0. With the default embedded RTGaze weights (rtgaze_fast/assets, model.DEFAULT_CONFIG): turns a
+   held-out synthetic face to a grid of gazes and camera views (gaze_grid.png), then prints the
+   ``rtgaze-fast eval`` table (model vs the identity baseline on held-out subjects; eval.json).
 1. Renders the built-in head triplane (rtgaze_fast.scenes) along a built-in camera orbit with the reference and with the
    fastest backend of the device, writes the frames as one PNG and prints their agreement.
 2. Runs ``rtgaze-fast bench`` at its built-in configurations: the renderer's backends side by
@@ -22,6 +22,7 @@ import torch
 
 from . import bench, evaluation, ops
 from .camera import camera_label, fov_to_intrinsics, look_at_pose, rays_from_label
+from .model.configs import DEFAULT_CONFIG
 from .model.weights import default_weights
 from .options import FFHQ_OPTIONS
 from .precision import parity_errors
@@ -69,7 +70,7 @@ GRID_YAWS = (0.45, 0.22, 0.0, -0.22, -0.45)    # radians, columns (subject's rig
 GRID_VIEWS = (0.3, 0.15, 0.0, -0.15, -0.3)     # camera yaws of the last row, gaze (0, 0)
 
 
-def gaze_grid(out_dir: str, device, weights: str, config: str = "tiny", seed: int = 0) -> dict:
+def gaze_grid(out_dir: str, device, weights: str, config: str = DEFAULT_CONFIG, seed: int = 0) -> dict:
     """One held-out synthetic face redirected to GRID_PITCHES x GRID_YAWS, plus a row of camera views.
 
     The first column holds the input (top) and the generator's ground truth at the centre gaze
@@ -129,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"rtgaze-fast demo on {device}; backends available: {ops.available_backends(device)}")
 
     summary = {}
-    weights = default_weights("tiny")
+    weights = default_weights(DEFAULT_CONFIG)
     if weights is None:
         print("[redirect] no embedded RTGaze weights (rtgaze_fast/assets): skipping the gaze grid and eval")
     else:

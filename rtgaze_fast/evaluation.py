@@ -147,10 +147,10 @@ def format_table(result: dict) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     from .errors import UserError
     from .model.weights import default_weights, load_weights
-    from .model import CONFIGS, RTGaze
+    from .model import CONFIGS, DEFAULT_CONFIG, RTGaze
     p = argparse.ArgumentParser(prog="rtgaze-fast eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    p.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS))
     p.add_argument("--weights", help="safetensors weights (default: the embedded ones for the config)")
     p.add_argument("--split", help="synthetic (default 'test'): 'val' for every decision, 'test' for the final "
                                    "figures, 'train' for the training-split score (subjects, pairs, seed: PROTOCOL); "

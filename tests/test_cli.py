@@ -1,4 +1,4 @@
-"""The command line end to end on the tiny config, and its refusals (issue #3, #7)."""
+"""The command line end to end on the default config, and its refusals (issue #3, #7)."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from rtgaze_fast import RTGaze
 from rtgaze_fast.cli import main
+from rtgaze_fast.model import DEFAULT_CONFIG
 
 ALIGNED = ["--aligned"]  # these tests feed a crop, not a photo with a face
 
@@ -34,9 +35,13 @@ def test_redirect_without_any_weights_warns(face, tmp_path, capsys, monkeypatch)
 
 def test_redirect_with_weights(face, tmp_path):
     w = tmp_path / "w.safetensors"
-    save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(w))
+    save_file({k: v.contiguous() for k, v in RTGaze(DEFAULT_CONFIG).state_dict().items()}, str(w))
     argv = ["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(w), "-o", str(tmp_path / "o.png")]
     assert main(argv + ALIGNED) == 0
+    # weights of another config without --config: refused, naming the missing keys
+    save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(w))
+    assert main(argv + ALIGNED) == 2
+    assert main(argv + ALIGNED + ["--config", "tiny"]) == 0
 
 
 def refused(argv, capsys, *words):
@@ -72,7 +77,7 @@ def test_refuses_bad_weights(face, tmp_path, capsys):
     refused(["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(junk), "-o", "x.png"] + ALIGNED, capsys,
             "cannot read weights")
     wrong = tmp_path / "wrong.safetensors"
-    state = {k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}
+    state = {k: v.contiguous() for k, v in RTGaze(DEFAULT_CONFIG).state_dict().items()}
     state.pop("decoder.net.0.weight")
     state["superres.inp.0.weight"] = state["superres.inp.0.weight"][:1].contiguous()
     save_file(state, str(wrong))

@@ -55,6 +55,10 @@ CONFIGS = {
 CONFIGS["tiny_skip"] = replace(CONFIGS["tiny"], name="tiny_skip", plane_skip=True)
 CONFIGS["tiny_r64"] = replace(CONFIGS["tiny"], name="tiny_r64", ray_res=64)
 CONFIGS["tiny_hr"] = replace(CONFIGS["tiny"], name="tiny_hr", ray_res=64, plane_skip=True)
+# The configuration whose embedded weights the commands use by default (demo, redirect,
+# eye-contact, eval): tiny_hr's beat tiny's on the test split on gaze error, eye-region and
+# novel-view PSNR (issue #19; benchmarks/results/train_tiny_hr_cpu.json).
+DEFAULT_CONFIG = "tiny_hr"
 CONFIGS["small"] = RTGazeConfig("small", image_size=256, feat_channels=64, backbone_channels=(32, 64, 128),
                                 low_width=256, low_blocks=2, heads=8, low_sr_ratio=2, gaze_tokens=8, fourier_freqs=6,
                                 decoder_width=96, decoder_sr_ratio=4, plane_channels=32, ray_res=128, n_samples=32,

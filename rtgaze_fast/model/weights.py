@@ -5,6 +5,7 @@ import os
 from typing import Optional, Tuple
 
 from ..errors import UserError
+from .configs import DEFAULT_CONFIG
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 
@@ -46,11 +47,11 @@ def load_weights(model, path: str) -> None:
     model.load_state_dict(state)
 
 
-def load_model(config: str = "tiny", weights: Optional[str] = None, device="cpu", backend: str = "auto",
+def load_model(config: str = DEFAULT_CONFIG, weights: Optional[str] = None, device="cpu", backend: str = "auto",
                deterministic: bool = True, embedded: bool = True) -> Tuple["RTGaze", Optional[str]]:  # noqa: F821
-    """An RTGaze of ``config`` in eval mode on ``device`` with ``weights`` (default: the embedded
-    ones if ``embedded`` and there are some). Returns (model, weights path or None: None means
-    randomly initialised)."""
+    """An RTGaze of ``config`` (default: the configuration of the default embedded weights) in eval
+    mode on ``device`` with ``weights`` (default: the embedded ones if ``embedded`` and there are
+    some). Returns (model, weights path or None: None means randomly initialised)."""
     from .rtgaze import RTGaze
     model = RTGaze(config, backend=backend, deterministic=deterministic)
     path = weights or (default_weights(config) if embedded else None)
