@@ -44,7 +44,8 @@ def _angle(name: str, value: float) -> float:
 def _model_args(p, torch) -> None:
     from .model import CONFIGS, DEFAULT_CONFIG
     from .ops import BACKENDS
-    p.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS))
+    p.add_argument("--config", choices=sorted(CONFIGS),
+                   help=f"default: the one in --weights' metadata, else {DEFAULT_CONFIG} (the default embedded model)")
     p.add_argument("--weights", help="safetensors weights (default: the embedded ones for the config, if any)")
     p.add_argument("--prompt-frame", default="head", choices=("head", "normalized"),
                    help="the frame the weights' gaze prompt is in: 'head' for the embedded (synthetic) weights, "
@@ -56,7 +57,8 @@ def _model_args(p, torch) -> None:
 
 
 def _load_model(args):
-    from .model.weights import load_model
+    from .model.weights import config_of, load_model
+    args.config = args.config or config_of(args.weights)
     weights = args.weights or default_weights(args.config)
     model, path = load_model(args.config, weights, device=args.device, backend=args.backend, embedded=False)
     if path is None:

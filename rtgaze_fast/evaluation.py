@@ -146,11 +146,12 @@ def format_table(result: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .errors import UserError
-    from .model.weights import default_weights, load_weights
+    from .model.weights import config_of, default_weights, load_weights
     from .model import CONFIGS, DEFAULT_CONFIG, RTGaze
     p = argparse.ArgumentParser(prog="rtgaze-fast eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS))
+    p.add_argument("--config", choices=sorted(CONFIGS),
+                   help=f"default: the one in --weights' metadata, else {DEFAULT_CONFIG} (the default embedded model)")
     p.add_argument("--weights", help="safetensors weights (default: the embedded ones for the config)")
     p.add_argument("--split", help="synthetic (default 'test'): 'val' for every decision, 'test' for the final "
                                    "figures, 'train' for the training-split score (subjects, pairs, seed: PROTOCOL); "
@@ -173,6 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     x.add_argument("--pairs", type=int, default=200, help="held-out pairs scored")
     x.add_argument("--gaze-estimator", help="weights from `rtgaze-fast train-gaze` (gaze and head-pose errors)")
     args = p.parse_args(argv)
+    args.config = args.config or config_of(args.weights)
     if args.data == "ethxgaze":
         args.split = args.split or "val"
         args.seed = 0 if args.seed is None else args.seed

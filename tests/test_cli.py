@@ -38,10 +38,14 @@ def test_redirect_with_weights(face, tmp_path):
     save_file({k: v.contiguous() for k, v in RTGaze(DEFAULT_CONFIG).state_dict().items()}, str(w))
     argv = ["redirect", face, "--pitch", "0", "--yaw", "0", "--weights", str(w), "-o", str(tmp_path / "o.png")]
     assert main(argv + ALIGNED) == 0
-    # weights of another config without --config: refused, naming the missing keys
-    save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(w))
+    # weights of another config: their metadata names it (as `rtgaze-fast train` writes it), else
+    # --config must, else they are refused (missing keys)
+    tiny = {k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}
+    save_file(tiny, str(w))
     assert main(argv + ALIGNED) == 2
     assert main(argv + ALIGNED + ["--config", "tiny"]) == 0
+    save_file(tiny, str(w), metadata={"config": "tiny"})
+    assert main(argv + ALIGNED) == 0
 
 
 def refused(argv, capsys, *words):

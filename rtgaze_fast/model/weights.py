@@ -20,6 +20,23 @@ def default_weights(config: str) -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
+def config_of(weights: Optional[str]) -> str:
+    """The configuration ``weights`` were trained with (the ``config`` entry of their safetensors
+    metadata, as ``rtgaze-fast train`` writes it), else DEFAULT_CONFIG (also for no file, or one
+    that cannot be read: loading it then says why)."""
+    if weights:
+        from safetensors import SafetensorError, safe_open
+        from .configs import CONFIGS
+        try:
+            with safe_open(weights, "pt") as f:
+                config = (f.metadata() or {}).get("config")
+        except (SafetensorError, OSError, ValueError):
+            config = None
+        if config in CONFIGS:
+            return config
+    return DEFAULT_CONFIG
+
+
 def load_weights(model, path: str) -> None:
     """Load a safetensors state dict; name missing/unexpected keys and shape mismatches."""
     from safetensors import SafetensorError
