@@ -20,7 +20,8 @@ what ignoring the camera costs. A model is useful where it beats ``identity``.
 The ``oracle`` row is the ground truth seen through the configuration's neural-rendering
 resolution: each target area-downsampled to ``ray_res`` and bilinearly upsampled back (image
 metrics only). It is what a perfect R x R render would score before super-resolution adds detail,
-i.e. how much of the output's detail the super-resolution must invent at that configuration.
+i.e. how much of the output's detail the super-resolution must invent at that configuration. A
+configuration whose rays are at the output size (tiny_hr) has none: the target itself would score.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
     Returns ``{"model": {metric: mean}, "identity": {...}, "oracle": {...}, "per_sample": [...],
     "seconds_per_image", "n", "resolution"}`` (every image metric is at ``resolution``, the model's
     output size); gaze errors need the estimator (``estimate=False`` skips them: faster); the oracle
-    has image metrics only; ``baselines=False`` skips the identity and oracle rows (they do not
+    has image metrics only, and no row where the rays are at the output size; ``baselines=False`` skips the identity and oracle rows (they do not
     depend on the model). ``variety`` 1 is the generator of the embedded tiny weights' original
     figures, 2 the wider one (synthetic.make_identity).
     """
@@ -115,6 +116,7 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
         row = {"index": i, "identity": item["identity"], "model": _scores(pred, pred_novel, item, ip, estimate)}
         if baselines:
             row["identity_baseline"] = _scores(same, same, item, ip, estimate)
+        if baselines and cfg.ray_res < cfg.output_size:
             row["oracle"] = _scores(ray_res_oracle(item["target"], cfg.ray_res),
                                     ray_res_oracle(item["novel_view"], cfg.ray_res), item, ip, False)
         per_sample.append(row)
@@ -136,11 +138,12 @@ def format_table(result: dict) -> str:
         o = f"{oracle[m]:>10.3f}" if m in oracle else f"{'-':>10}"
         i = f"{ident[m]:>10.3f}" if m in ident else f"{'-':>10}"
         lines.append(f"{m:<22}{result['model'][m]:>10.3f}{i}{o}  {better.get(m, 'higher')}")
-    res = result.get("resolution", "?")
+    res, rays = result.get("resolution", "?"), result.get("ray_res", "?")
+    oracle_note = (f"; oracle: the targets through the {rays}^2 ray grid" if oracle else
+                   "; no oracle: rays at the output size" if rays == res else "")
     lines.append(f"{result['n']} pairs of split {result.get('split', 'test')!r} (seed {result.get('seed', '?')}, "
                  f"variety {result.get('variety', '?')}); images scored at {res}x{res}; model "
-                 f"{result['seconds_per_image'] * 1e3:.1f} ms per image (median, batch 1); oracle: the targets "
-                 f"through the {result.get('ray_res', '?')}^2 ray grid")
+                 f"{result['seconds_per_image'] * 1e3:.1f} ms per image (median, batch 1)" + oracle_note)
     return "\n".join(lines)
 
 

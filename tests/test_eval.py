@@ -58,6 +58,16 @@ def test_identity_baseline_reads_the_source_gaze_and_a_random_model_loses():
     assert result["n"] == 1 and result["seconds_per_image"] > 0
 
 
+def test_no_oracle_row_where_the_rays_are_at_the_output_size():
+    """tiny_hr renders 64x64 rays for a 64x64 output: its ray-grid 'oracle' would be the target itself
+    (126 dB), so there is no such row, and the table says why."""
+    from rtgaze_fast.evaluation import format_table
+    result = evaluate(RTGaze("tiny_hr", deterministic=True), n_identities=1, samples_per_identity=1, estimate=False,
+                      progress=False)
+    assert "identity" in result and "oracle" not in result and result["ray_res"] == result["resolution"] == 64
+    assert "no oracle: rays at the output size" in format_table(result)
+
+
 def test_eval_cli_writes_json(tmp_path, capsys):
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in RTGaze("tiny").state_dict().items()}, str(weights))
