@@ -46,21 +46,28 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
   const int C = RTG_SIZE(CF, P.C);
   const float scale = 2.0f / box_warp;
   const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
-  bool nan = false;
-  if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // whole texels in registers (see rtg_v8)
-    constexpr int NV = CF > 0 ? CF / 8 : 1;
-    rtg_v8 va[NV];
+  // Whole texels (channels contiguous, a compile-time count) are summed in registers (see rtg_v8),
+  // any other layout channel by channel into feat.
+  const bool whole = CF > 0 && CF % 8 == 0 && P.s.c == 1;
+  constexpr int NV = CF > 0 ? CF / 8 : 1;
+  rtg_v8 va[NV];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) va[v] = rtg_v8{};
-    for (int k = 0; k < 3; ++k) {
-      int iu, iv;
-      plane_axes(plane_set, k, &iu, &iv);
-      Taps T;
-      if (!bilinear_taps(P.H, P.W, q[iu], q[iv], &T)) {
-        nan = true;
-        continue;
-      }
-      const float* plane = planes_b + k * P.s.k;
+  for (int v = 0; v < NV; ++v) va[v] = rtg_v8{};
+  if (!whole) {
+    for (int c = 0; c < C; ++c) feat[c] = 0.0f;
+  }
+  const long sc = P.s.c;
+  bool nan = false;
+  for (int k = 0; k < 3; ++k) {
+    int iu, iv;
+    plane_axes(plane_set, k, &iu, &iv);
+    Taps T;
+    if (!bilinear_taps(P.H, P.W, q[iu], q[iv], &T)) {
+      nan = true;
+      continue;
+    }
+    const float* plane = planes_b + k * P.s.k;
+    if (whole) {
       for (int t = 0; t < 4; ++t) {
         if (!T.in[t]) continue;
         const float* texel = plane + T.offset(t, P.s.y, P.s.x);
@@ -71,32 +78,15 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
           va[v] += T.w[t] * r;
         }
       }
-    }
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) va[v] = va[v] / 3.0f;
-    __builtin_memcpy(feat, va, sizeof(va));
-  } else {
-    const long sc = P.s.c;
-    for (int c = 0; c < C; ++c) feat[c] = 0.0f;
-    for (int k = 0; k < 3; ++k) {
-      int iu, iv;
-      plane_axes(plane_set, k, &iu, &iv);
-      Taps T;
-      if (!bilinear_taps(P.H, P.W, q[iu], q[iv], &T)) {
-        nan = true;
-        continue;
+    } else if (T.in[0] && T.in[3]) {  // all four taps inside: one pass over the channels
+      const float* t0 = plane + T.offset(0, P.s.y, P.s.x);
+      const long dx = P.s.x, dy = P.s.y;
+      const float w0 = T.w[0], w1 = T.w[1], w2 = T.w[2], w3 = T.w[3];
+      for (int c = 0; c < C; ++c) {
+        const float* r = t0 + c * sc;
+        feat[c] += ((w0 * r[0] + w1 * r[dx]) + w2 * r[dy]) + w3 * r[dy + dx];
       }
-      const float* plane = planes_b + k * P.s.k;
-      if (T.in[0] && T.in[3]) {  // all four taps inside: one pass over the channels
-        const float* t0 = plane + T.offset(0, P.s.y, P.s.x);
-        const long dx = P.s.x, dy = P.s.y;
-        const float w0 = T.w[0], w1 = T.w[1], w2 = T.w[2], w3 = T.w[3];
-        for (int c = 0; c < C; ++c) {
-          const float* r = t0 + c * sc;
-          feat[c] += ((w0 * r[0] + w1 * r[dx]) + w2 * r[dy]) + w3 * r[dy + dx];
-        }
-        continue;
-      }
+    } else {
       for (int t = 0; t < 4; ++t) {
         if (!T.in[t]) continue;
         const float* texel = plane + T.offset(t, P.s.y, P.s.x);
@@ -105,6 +95,12 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
         for (int c = 0; c < C; ++c) feat[c] += wt * texel[c * sc];
       }
     }
+  }
+  if (whole) {
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) va[v] = va[v] / 3.0f;
+    __builtin_memcpy(feat, va, sizeof(va));
+  } else {
     for (int c = 0; c < C; ++c) feat[c] = feat[c] / 3.0f;
   }
   if (nan) {
