@@ -96,10 +96,12 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
       }
     }
   }
-  if (whole) {
+  if (whole) {  // one store per register: a copy of the whole array made GCC keep va in memory
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) va[v] = va[v] / 3.0f;
-    __builtin_memcpy(feat, va, sizeof(va));
+    for (int v = 0; v < NV; ++v) {
+      const rtg_v8 mean = va[v] / 3.0f;
+      __builtin_memcpy(feat + 8 * v, &mean, sizeof(mean));
+    }
   } else {
     for (int c = 0; c < C; ++c) feat[c] = feat[c] / 3.0f;
   }
