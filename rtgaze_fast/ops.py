@@ -29,8 +29,11 @@ Tensor conventions shared by every backend (fp32 unless a precision mode says ot
   b1, w2, b2, ray_origins, ray_directions), recomputed from the same inputs (nothing per sample is
   kept from the forward). ``depth``'s gradient is that of the unclamped depth, used only where the
   ray's weights_sum > 0 (the reference's empty-ray rule). No gradient through the fine depths
-  (importance sampling runs without grad, as in EG3D) or the limits and noise. A backend with this
-  op trains: ``register_autograd`` makes ``render`` differentiable with it.
+  (importance sampling runs without grad, as in EG3D) or the limits and noise. ``ray_grads=False``
+  (autograd passes it when neither rays' tensor requires grad, as when training from fixed
+  cameras) returns zeros for the two ray gradients, which a backend may then skip computing (the
+  CPU skips their per-tap dot products). A backend with this op trains: ``register_autograd``
+  makes ``render`` differentiable with it.
 - ``plane_set``: index into ``options.PLANE_SETS``; ``precision``: one of ``PRECISIONS``.
 
 Poisoning: with ``RTGAZE_FAST_POISON=1`` in the environment (the test suite sets it) every
@@ -70,8 +73,8 @@ SCHEMAS: Dict[str, str] = {
     "render_backward": "(Tensor grad_rgb, Tensor grad_depth, Tensor grad_wsum, Tensor planes, Tensor w1, "
                        "Tensor b1, Tensor w2, Tensor b2, Tensor ray_origins, Tensor ray_directions, "
                        "Tensor ray_start, Tensor ray_end, Tensor stratified_u, Tensor importance_u, "
-                       "float box_warp, bool disparity, bool white_back, int plane_set, str precision) "
-                       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+                       "float box_warp, bool disparity, bool white_back, int plane_set, str precision, "
+                       "bool ray_grads) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
 }
 FAMILIES = tuple(SCHEMAS)
 # Every fused backend implements these; the backward is optional (a backend without it is
@@ -120,7 +123,7 @@ def _fake_render(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start,
 
 def _fake_render_backward(grad_rgb, grad_depth, grad_wsum, planes, w1, b1, w2, b2, ray_origins, ray_directions,
                           ray_start, ray_end, stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
-                          precision):
+                          precision, ray_grads):
     return (torch.empty_like(planes, dtype=torch.float32), w1.new_empty(w1.shape), b1.new_empty(b1.shape),
             w2.new_empty(w2.shape), b2.new_empty(b2.shape), ray_origins.new_empty(ray_origins.shape),
             ray_directions.new_empty(ray_directions.shape))
@@ -186,9 +189,10 @@ def _register_render_autograd(backend: str) -> None:
         def grad(g, shape):  # an output that took no part in the loss has no gradient
             return rays.new_zeros(shape) if g is None else g.float().contiguous()
 
-        grads = get_op("render_backward", backend)(grad(grad_rgb, (b, r, o)), grad(grad_depth, (b, r)),
-                                                   grad(grad_wsum, (b, r)), *saved, *ctx.scalars)
         needs = ctx.needs_input_grad
+        grads = get_op("render_backward", backend)(grad(grad_rgb, (b, r, o)), grad(grad_depth, (b, r)),
+                                                   grad(grad_wsum, (b, r)), *saved, *ctx.scalars,
+                                                   needs[5] or needs[6])
         return tuple(g if needs[i] else None for i, g in enumerate(grads)) + (None,) * (len(needs) - len(grads))
 
     torch.library.register_autograd(f"{NAMESPACE}::{op_name('render', backend)}", backward,

@@ -394,7 +394,7 @@ def test_every_launch_runs_on_the_planes_device(monkeypatch):
     args = _render_args(s)
     op("render")(*args)
     b, r = s.ray_origins.shape[:2]
-    op("render_backward")(torch.randn(b, r, 32), torch.randn(b, r), torch.randn(b, r), *args)
+    op("render_backward")(torch.randn(b, r, 32), torch.randn(b, r), torch.randn(b, r), *args, True)
     planes, (w1, b1, w2, b2), points = _decode_inputs(1, m=5)
     op("sample_decode")(cl(planes), w1, b1, w2, b2, points, 1.0, 0, "fp32")
     rgb, sigma, depths = _march_inputs(1, rays=3, s=6)

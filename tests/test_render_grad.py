@@ -264,6 +264,35 @@ def test_only_some_inputs_require_grad(backend):
     assert float((grads[1] - grads[0]).abs().max()) <= GRAD_RTOL * scale
 
 
+def test_ray_gradients_are_skipped_when_the_rays_need_none(backend, monkeypatch):
+    """Rays that require no grad (fixed cameras, as in RTGaze training): autograd asks the backward
+    for no ray gradients (ray_grads=False, the op returns zeros and the cpu skips computing them);
+    the planes' and the decoder's gradients are the same bits as when the rays want theirs."""
+    s = on_device(make_scene(seed=15, batch=2, rays=16, n=8, n_f=6, plane_res=10), device_of(backend))
+    calls = []
+    get_op = ops.get_op
+
+    def spy(family, b):
+        op = get_op(family, b)
+        return lambda *args: calls.append(args) or op(*args) if family == "render_backward" else op(*args)
+
+    monkeypatch.setattr(ops, "get_op", spy)
+    grads = []
+    for rays_grad in (True, False):
+        planes = s.planes.clone().requires_grad_(True)
+        origins, dirs = (t.clone().requires_grad_(rays_grad) for t in (s.ray_origins, s.ray_directions))
+        out = rf.ImportanceRenderer(backend=backend)(planes, s.decoder, origins, dirs, s.options,
+                                                     stratified_u=s.stratified_u, importance_u=s.importance_u)
+        inputs = [planes, *s.decoder.parameters()] + ([origins, dirs] if rays_grad else [])
+        grads.append(torch.autograd.grad(out[0].square().sum() + out[1].sum(), inputs))
+    assert [args[-1] for args in calls] == [True, False]
+    assert float(grads[0][-1].abs().max()) > 0  # the rays' gradients were there to skip
+    for with_rays, without in zip(grads[0], grads[1]):
+        assert torch.equal(with_rays, without)
+    g_origins, g_dirs = get_op("render_backward", backend)(*calls[1])[5:]
+    assert not g_origins.any() and not g_dirs.any()
+
+
 def test_auto_trains_through_the_fused_backend():
     """'auto' with an input that requires grad picks the fused cpu backend (it has a backward)."""
     s = make_scene(seed=10, rays=4, n=6, n_f=4, plane_res=8)

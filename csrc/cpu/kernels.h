@@ -61,7 +61,7 @@ struct ImportanceArgs {
 struct RenderGradArgs {
   const RenderArgs* fwd;
   const float *g_rgb, *g_depth, *g_wsum;  // (B,R,O), (B,R), (B,R)
-  float *g_origins, *g_dirs;              // (B,R,3) x2, written per ray
+  float *g_origins, *g_dirs;              // (B,R,3) x2, written per ray; both null: not wanted (not computed)
 };
 
 // Where one task of the backward accumulates the gradients that many rays share (zeroed by the

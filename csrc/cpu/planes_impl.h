@@ -187,8 +187,9 @@ static void gather_scatter_strided(const PlanesArgs& P, const float* plane, cons
 // The triplane sampling's backward at point p: scatter dL/dfeature (gf[C]) into the planes'
 // gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
 // return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
-// gradient). NaN coordinates scatter nothing and give a NaN dL/dp. planes_b, gplanes_b: batch
-// item b's planes and gradient; locks_b: its row locks (null: this task's own gradient buffer).
+// gradient; g_p null: not wanted, and the taps' dot products with gf are skipped). NaN
+// coordinates scatter nothing and give a NaN dL/dp. planes_b, gplanes_b: batch item b's planes
+// and gradient; locks_b: its row locks (null: this task's own gradient buffer).
 template <int CF>
 static void triplane_backward(const PlanesArgs& P, const float* planes_b, const PlaneStrides& gs, float* gplanes_b,
                               unsigned char* locks_b, const float* p, float box_warp, int plane_set, const float* gf,
@@ -215,7 +216,8 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
     const float dwx[4] = {-(1.0f - ty), 1.0f - ty, -ty, ty};
     const float dwy[4] = {-(1.0f - tx), -tx, 1.0f - tx, tx};
     float gx = 0.0f, gy = 0.0f;
-    if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // whole texels: each tap's dot with gf in registers (see rtg_v8)
+    if (!g_p) {  // the scatter alone
+    } else if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // whole texels: each tap's dot with gf in registers (see rtg_v8)
       constexpr int NV = CF > 0 ? CF / 8 : 1;
       rtg_v8 g[NV];
 #pragma GCC unroll 16
@@ -261,5 +263,5 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
     gq[iu] += gx * (W * 0.5f / 3.0f);
     gq[iv] += gy * (H * 0.5f / 3.0f);
   }
-  for (int j = 0; j < 3; ++j) g_p[j] = nan ? __builtin_nanf("") : gq[j] * scale;
+  for (int j = 0; g_p && j < 3; ++j) g_p[j] = nan ? __builtin_nanf("") : gq[j] * scale;
 }

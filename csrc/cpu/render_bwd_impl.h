@@ -10,6 +10,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
   const PlanesArgs& P = a.planes;
   const DecoderArgs& D = a.dec;
   const int N = a.N, Nf = a.Nf, S = N + Nf, C = P.C, Hd = D.Hd, O1 = D.O1, O = O1 - 1;
+  const bool ray_grads = g.g_origins != nullptr;
   // Per sample j (0..N-1 coarse, N..S-1 fine): depth, sigma_raw, colour, features, hidden
   // activations and their softplus'; the merged copies the march takes and the gradients it
   // gives (merged order); per sample j again the gradients of the decoder's outputs (gout, O1),
@@ -78,8 +79,8 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
       const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
       float g_p[3];
       triplane_backward<CF>(P, planes_b, gb.planes_s, gplanes_b, locks_b, p, a.box_warp, a.plane_set,
-                            gf + static_cast<long>(j) * C, g_p);
-      for (int x = 0; x < 3; ++x) {  // p = o + t d
+                            gf + static_cast<long>(j) * C, ray_grads ? g_p : nullptr);
+      for (int x = 0; ray_grads && x < 3; ++x) {  // p = o + t d
         g_o[x] += g_p[x];
         g_d[x] += t[j] * g_p[x];
       }
@@ -94,7 +95,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
       RTG_CHANNEL_LOOP
       for (int h = 0; h < Hd; ++h) gb.b1[h] += gh[static_cast<long>(j) * Hd + h];
     }
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; ray_grads && x < 3; ++x) {
       g.g_origins[3 * i + x] = g_o[x];
       g.g_dirs[3 * i + x] = g_d[x];
     }

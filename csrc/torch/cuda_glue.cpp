@@ -248,7 +248,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     const Tensor& grad_rgb, const Tensor& grad_depth, const Tensor& grad_wsum, const Tensor& planes, const Tensor& w1,
     const Tensor& b1, const Tensor& w2, const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
     const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u, const Tensor& importance_u,
-    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision) {
+    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision,
+    bool ray_grads) {
   at::globalContext().alertNotDeterministic(
       "rtgaze_fast render_backward_cuda (fp32 atomics into the planes' and the decoder's gradients)");
   const c10::cuda::CUDAGuard guard(cuda_anchor(planes, "planes").device());
@@ -283,6 +284,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   g.g_origins = g_origins.data_ptr<float>();
   g.g_dirs = g_dirs.data_ptr<float>();
   check_launch(rc::render_bwd(g, c10::cuda::getCurrentCUDAStream()), "render_backward");
+  if (!ray_grads) {  // the kernel computes them either way (skipping them there: unmeasured, no GPU yet)
+    g_origins.zero_();
+    g_dirs.zero_();
+  }
   // Back to the op's shapes: the decoder's untransposed and unpadded, the planes' unpadded.
   return {C == rc::kC ? g_planes : g_planes.narrow(4, 0, C).contiguous(),
           g_w1t.narrow(0, 0, C).narrow(1, 0, hd).t().contiguous(), g_b1.narrow(0, 0, hd).contiguous(),

@@ -231,7 +231,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     const Tensor& grad_rgb, const Tensor& grad_depth, const Tensor& grad_wsum, const Tensor& planes, const Tensor& w1,
     const Tensor& b1, const Tensor& w2, const Tensor& b2, const Tensor& ray_origins, const Tensor& ray_directions,
     const Tensor& ray_start, const Tensor& ray_end, const Tensor& stratified_u, const Tensor& importance_u,
-    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision) {
+    double box_warp, bool disparity, bool white_back, int64_t plane_set, c10::string_view precision,
+    bool ray_grads) {
   Decoder dec;
   rtgaze::RenderArgs a = render_inputs(planes, w1, b1, w2, b2, ray_origins, ray_directions, ray_start, ray_end,
                                        stratified_u, importance_u, box_warp, disparity, white_back, plane_set,
@@ -244,13 +245,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
                     at::IntArrayRef({B, R, O}), ", got ", grad_rgb.sizes());
   TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
                     "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
-  // Gradients start at zero (they are sums); the per-ray ones are written for every ray. The planes'
-  // in the planes' own layout (zeros_like keeps the strides of dense planes), so the caller's
-  // autograd gets it without a layout copy.
+  // Gradients start at zero (they are sums); the per-ray ones are written for every ray (zeros,
+  // not computed, without ray_grads). The planes' in the planes' own layout (zeros_like keeps the
+  // strides of dense planes), so the caller's autograd gets it without a layout copy.
   Tensor g_planes = at::zeros_like(planes);
-  Tensor g_origins = new_output({B, R, 3}, ray_origins), g_dirs = new_output({B, R, 3}, ray_origins);
+  Tensor g_origins = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
+  Tensor g_dirs = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
-                           g_origins.data_ptr<float>(), g_dirs.data_ptr<float>()};
+                           ray_grads ? g_origins.data_ptr<float>() : nullptr,
+                           ray_grads ? g_dirs.data_ptr<float>() : nullptr};
   const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
   const int64_t tasks = task_count(P, 16);
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;

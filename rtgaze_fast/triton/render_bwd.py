@@ -445,8 +445,8 @@ def num_programs(device: torch.device, blocks: int) -> int:
 def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tensor, planes: Tensor, w1: Tensor,
                            b1: Tensor, w2: Tensor, b2: Tensor, ray_origins: Tensor, ray_directions: Tensor,
                            ray_start: Tensor, ray_end: Tensor, stratified_u: Tensor, importance_u: Tensor,
-                           box_warp: float, disparity: bool, white_back: bool, plane_set: int, precision: str
-                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           box_warp: float, disparity: bool, white_back: bool, plane_set: int, precision: str,
+                           ray_grads: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     B, R, N, NF, H, W, C = check_render_args(planes, ray_origins, ray_directions, ray_start, ray_end, stratified_u,
                                              importance_u, precision)
     dev = planes.device
@@ -487,6 +487,7 @@ def render_backward_triton(grad_rgb: Tensor, grad_depth: Tensor, grad_wsum: Tens
             wrap_triton(_decode_bwd_kernel)[lambda meta: (min(G, items * triton.cdiv(P, meta["BLOCK_R"])),)](
                 planes, w1t, b1p, w2t, w2s, b2p, ray_origins, ray_directions, grad_rgb, scratch, g_planes, partial,
                 g_rays, P, R, N, NF, H, W, C, O, float(box_warp), PASSES=passes, CHUNK=CH, **common)
+    if P and ray_grads:  # the kernels compute them either way
         g_rays = g_rays.sum(0)
         g_origins, g_dirs = g_rays[:, :3].reshape(B, R, 3).contiguous(), g_rays[:, 3:].reshape(B, R, 3).contiguous()
     else:

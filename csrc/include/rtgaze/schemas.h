@@ -15,5 +15,5 @@
   "(Tensor grad_rgb, Tensor grad_depth, Tensor grad_wsum, Tensor planes, Tensor w1, Tensor b1, "  \
   "Tensor w2, Tensor b2, Tensor ray_origins, Tensor ray_directions, Tensor ray_start, "           \
   "Tensor ray_end, Tensor stratified_u, Tensor importance_u, float box_warp, bool disparity, "    \
-  "bool white_back, int plane_set, str precision) "                                               \
+  "bool white_back, int plane_set, str precision, bool ray_grads) "                               \
   "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
