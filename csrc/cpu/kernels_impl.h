@@ -30,8 +30,7 @@ static void coarse_depths(const RenderArgs& a, long i, float* tc) {
 static void fine_depths(const RenderArgs& a, long i, const float* tc, const float* sc, float* w, float* cdf,
                         float* bins, float* tf) {
   const int N = a.N, Nf = a.Nf;
-  float T = 1.0f;  // the coarse weights alone (no colours)
-  for (int k = 0; k + 1 < N; ++k) w[k] = rtg_march_step(tc[k], tc[k + 1], sc[k], sc[k + 1], &T);
+  rtg_march_weights(tc, sc, N, w);  // the coarse weights alone (no colours)
   rtg_importance_cdf(w, N, cdf);
   for (int k = 0; k + 1 < N; ++k) bins[k] = (tc[k] + tc[k + 1]) * 0.5f;
   const float* ui = a.iu + i * Nf;
@@ -42,11 +41,13 @@ static void fine_depths(const RenderArgs& a, long i, const float* tc, const floa
 template <int CF>
 static void render_sized(const RenderArgs& a, long begin, long end) {
   const int N = a.N, Nf = a.Nf, S = N + Nf, O = a.dec.O1 - 1, C = a.planes.C;
-  // Samples 0..N-1 coarse, N..S-1 fine; then the merged copies; the features of one decode.
-  float* buf = new float[2L * S + static_cast<long>(S) * O + 2L * S + static_cast<long>(S) * O + 3L * N +
+  // Samples 0..N-1 coarse, N..S-1 fine; then the merged copies; importance sampling's scratch; the
+  // march's interval weights; the features of one decode.
+  float* buf = new float[2L * S + static_cast<long>(S) * O + 2L * S + static_cast<long>(S) * O + 3L * N + S +
                          static_cast<long>(S) * C + DecodeScratch::floats(a.dec, S)];
   float *t = buf, *sig = t + S, *col = sig + S, *tm = col + static_cast<long>(S) * O, *sm = tm + S;
-  float *cm = sm + S, *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N, *feat = bins + N;
+  float *cm = sm + S, *w = cm + static_cast<long>(S) * O, *cdf = w + N, *bins = cdf + N, *wm = bins + N;
+  float* feat = wm + S;
   const DecodeScratch sc(a.dec, S, feat + static_cast<long>(S) * C);
   int* ord = new int[S];
   for (long i = begin; i < end; ++i) {
@@ -70,7 +71,7 @@ static void render_sized(const RenderArgs& a, long begin, long end) {
       }
       tr = tm, sr = sm, cr = cm;
     }
-    rtg_march(tr, sr, cr, S, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, nullptr);
+    rtg_march(tr, sr, cr, S, O, a.white_back, a.rgb + i * O, a.depth + i, a.wsum + i, wm);
     float mn = tr[0], mx = tr[0];
     for (int k = 1; k < S; ++k) {
       const bool nan = tr[k] != tr[k];  // a NaN sticks, as in torch.amin/amax (the batch clamp)

@@ -11,10 +11,13 @@
 #define RTG_HD __host__ __device__ __forceinline__
 // Loops over channels: fully unrolled on the GPU (arrays stay in registers), SIMD on the CPU.
 #define RTG_CHANNEL_LOOP _Pragma("unroll")
+// Loops over a ray's intervals: SIMD on the CPU; on the GPU a plain loop (one lane runs them).
+#define RTG_INTERVAL_LOOP
 #define RTG_FLOOR floorf
 #else
 #define RTG_HD static inline __attribute__((always_inline))
 #define RTG_CHANNEL_LOOP _Pragma("omp simd")
+#define RTG_INTERVAL_LOOP _Pragma("omp simd")
 #define RTG_FLOOR __builtin_floorf
 #endif
 

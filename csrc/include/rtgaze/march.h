@@ -9,6 +9,17 @@ RTG_HD float rtg_interval_alpha(float t0, float t1, float sigma0, float sigma1) 
   return 1.0f - rtg_exp(-s * (t1 - t0));
 }
 
+// rtg_interval_alpha (the same bits) and d alpha / d x, x = (sigma0 + sigma1) / 2 - 1: alpha =
+// 1 - exp(-softplus(x) delta), so d alpha / d x = delta exp(-softplus(x) delta) softplus'(x).
+RTG_HD float rtg_interval_alpha_grad(float t0, float t1, float sigma0, float sigma1, float* dalpha_dx) {
+  const float x = (sigma0 + sigma1) * 0.5f - 1.0f;
+  const float e = rtg_softplus_exp(x);
+  const float delta = t1 - t0;
+  const float keep = rtg_exp(-rtg_softplus_from(x, e) * delta);
+  *dalpha_dx = delta * keep * rtg_softplus_grad_from(x, e);
+  return 1.0f - keep;
+}
+
 // An interval's weight from its alpha; T, the transmittance before it, is updated. Apart from
 // rtg_interval_alpha so that a warp computes every alpha in parallel and one lane runs this scan.
 RTG_HD float rtg_march_weight(float alpha, float* T) {
@@ -19,6 +30,16 @@ RTG_HD float rtg_march_weight(float alpha, float* T) {
 
 RTG_HD float rtg_march_step(float t0, float t1, float sigma0, float sigma1, float* T) {
   return rtg_march_weight(rtg_interval_alpha(t0, t1, sigma0, sigma1), T);
+}
+
+// The S-1 interval weights of S samples into w: every alpha first (no interval depends on
+// another: the CPU computes 8 at once), then the transmittance scan. The same bits as
+// rtg_march_step interval by interval.
+RTG_HD void rtg_march_weights(const float* t, const float* sigma, int S, float* w) {
+  RTG_INTERVAL_LOOP
+  for (int k = 0; k < S - 1; ++k) w[k] = rtg_interval_alpha(t[k], t[k + 1], sigma[k], sigma[k + 1]);
+  float T = 1.0f;
+  for (int k = 0; k < S - 1; ++k) w[k] = rtg_march_weight(w[k], &T);
 }
 
 // Coarse depth k of N on [lo, hi] from its stratified noise u (linear, or linear in disparity).
@@ -41,16 +62,16 @@ RTG_HD void rtg_merge_order(const float* tc, int N, const float* tf, int Nf, int
   }
 }
 
-// Composite S samples: interval weights into w[S-1] (may be null), colour into rgb[O] (white
+// Composite S samples: interval weights into w[S-1] (rtg_march_weights), colour into rgb[O] (white
 // background and the 2C-1 scaling applied), the unclamped depth (NaN -> +inf) and sum of weights
 // (may be null).
 RTG_HD void rtg_march(const float* t, const float* sigma, const float* col, int S, int O, bool white_back,
                       float* rgb, float* depth, float* wsum, float* w) {
   for (int o = 0; o < O; ++o) rgb[o] = 0.0f;
-  float T = 1.0f, W = 0.0f, D = 0.0f;
+  rtg_march_weights(t, sigma, S, w);
+  float W = 0.0f, D = 0.0f;
   for (int k = 0; k + 1 < S; ++k) {
-    const float wk = rtg_march_step(t[k], t[k + 1], sigma[k], sigma[k + 1], &T);
-    if (w) w[k] = wk;
+    const float wk = w[k];
     W += wk;
     D += wk * ((t[k] + t[k + 1]) * 0.5f);
     const float* c0 = col + k * O;
@@ -114,6 +135,9 @@ RTG_HD float rtg_sample_pdf(const float* bins, const float* cdf, int N, float u)
 // density gradient g_sigma[S]. Nothing flows to the depths (constants of the backward, as in EG3D).
 // Depth's gradient enters only where the weights sum to more than 0 (the reference divides by 1
 // elsewhere). scratch: 3 * (S - 1) floats. The CUDA backward calls this with per-sample dots.
+// Every interval's alpha and its derivative are computed first, with no dependence between
+// intervals (the CPU computes 8 at once); the scans forwards and backwards are then products and
+// sums.
 template <class Dot, class ColGrad>
 RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, bool white_back, float g_white,
                                     float g_depth, float g_wsum, Dot dot, ColGrad col_grad, float* g_sigma,
@@ -121,10 +145,12 @@ RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, b
   float* alpha = scratch;           // alpha_k
   float* trans = scratch + S - 1;   // T_k, the transmittance before interval k
   float* g_w = trans + S - 1;       // dL/dw_k
+  // d alpha_k / d x_k waits in g_sigma[k] until the backward scan reaches interval k.
+  RTG_INTERVAL_LOOP
+  for (int k = 0; k < S - 1; ++k) alpha[k] = rtg_interval_alpha_grad(t[k], t[k + 1], sigma[k], sigma[k + 1], g_sigma + k);
   // Recompute the forward exactly as rtg_march does (same steps, same order).
   float T = 1.0f, W = 0.0f, D = 0.0f;
   for (int k = 0; k + 1 < S; ++k) {
-    alpha[k] = rtg_interval_alpha(t[k], t[k + 1], sigma[k], sigma[k + 1]);
     trans[k] = T;
     const float wk = alpha[k] * T;
     T *= 1.0f - alpha[k] + 1e-10f;
@@ -143,18 +169,14 @@ RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, b
   // w_k = alpha_k T_k with T_k = prod_{l<k} (1 - alpha_l + 1e-10): from the back,
   // Q_k = sum_{j>k} g_w_j alpha_j prod_{k<l<j} (1 - alpha_l + 1e-10) and dL/dalpha_k = T_k (g_w_k - Q_k)
   // (no division by 1 - alpha, which may be 1e-10).
-  for (int k = 0; k < S; ++k) g_sigma[k] = 0.0f;
+  // x_k = (sigma_k + sigma_k+1) / 2 - 1: half of dL/dx_k to each sample.
+  g_sigma[S - 1] = 0.0f;
   float Q = 0.0f;
   for (int k = S - 2; k >= 0; --k) {
     const float g_alpha = trans[k] * (g_w[k] - Q);
     Q = g_w[k] * alpha[k] + (1.0f - alpha[k] + 1e-10f) * Q;
-    // alpha = 1 - exp(-s delta), s = softplus(x), x = (sigma_k + sigma_k+1)/2 - 1 (threshold 20).
-    const float delta = t[k + 1] - t[k];
-    const float x = (sigma[k] + sigma[k + 1]) * 0.5f - 1.0f;
-    const float s = rtg_softplus(x);
-    const float g_s = g_alpha * delta * rtg_exp(-s * delta);
-    const float g_x = x > 20.0f ? g_s : g_s / (1.0f + rtg_exp(-x));
-    g_sigma[k] += 0.5f * g_x;
+    const float g_x = g_alpha * g_sigma[k];  // d alpha_k / d x_k, read before it is overwritten
+    g_sigma[k] = 0.5f * g_x;
     g_sigma[k + 1] += 0.5f * g_x;
   }
 }

@@ -55,9 +55,3 @@ RTG_HD bool rtg_bilinear_taps(int H, int W, float u, float v, long* idx, float* 
   float tx, ty;
   return rtg_bilinear_taps_frac(H, W, u, v, idx, wts, &tx, &ty);
 }
-
-// softplus'(x) = sigmoid(x) from e = exp(-|x|) (1 above the threshold, as torch's backward).
-RTG_HD float rtg_softplus_grad_from(float x, float e) {
-  const float s = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-  return x > 20.0f ? 1.0f : s;
-}
