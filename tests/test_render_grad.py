@@ -267,8 +267,15 @@ def test_only_some_inputs_require_grad(backend):
 def test_ray_gradients_are_skipped_when_the_rays_need_none(backend, monkeypatch):
     """Rays that require no grad (fixed cameras, as in RTGaze training): autograd asks the backward
     for no ray gradients (ray_grads=False, the op returns zeros and the cpu skips computing them);
-    the planes' and the decoder's gradients are the same bits as when the rays want theirs."""
-    s = on_device(make_scene(seed=15, batch=2, rays=16, n=8, n_f=6, plane_res=10), device_of(backend))
+    the planes' and the decoder's gradients are the same bits as when the rays want theirs. The
+    cpu in every planes layout (each has its own scatter)."""
+    for layout in LAYOUTS if backend == "cpu" else ("channels_first",):
+        s = make_scene(seed=15, batch=2, rays=16, n=8, n_f=6, plane_res=10)
+        s = on_device(dataclasses.replace(s, planes=LAYOUTS[layout](s.planes)), device_of(backend))
+        check_ray_grads_skipped(s, backend, monkeypatch)
+
+
+def check_ray_grads_skipped(s, backend, monkeypatch):
     calls = []
     get_op = ops.get_op
 
@@ -291,6 +298,7 @@ def test_ray_gradients_are_skipped_when_the_rays_need_none(backend, monkeypatch)
         assert torch.equal(with_rays, without)
     g_origins, g_dirs = get_op("render_backward", backend)(*calls[1])[5:]
     assert not g_origins.any() and not g_dirs.any()
+    monkeypatch.undo()
 
 
 def test_auto_trains_through_the_fused_backend():

@@ -146,8 +146,8 @@ static void scatter_row(float* gplane, const PlaneStrides& gs, int C_, const Tap
 
 // The backward of one plane's four inside taps when the planes' channels are strided (EG3D's
 // (B, 3, C, H, W)): each channel's four texels lie in two cache lines, so one pass over the
-// channels reads them for dL/d(tx), dL/d(ty) (*gx, *gy) and adds w * gf / 3 into the gradient's
-// texels (under both rows' locks, taken in row order, when shared).
+// channels reads them for dL/d(tx), dL/d(ty) (*gx, *gy; gx null: not wanted) and adds w * gf / 3
+// into the gradient's texels (under both rows' locks, taken in row order, when shared).
 static void gather_scatter_strided(const PlanesArgs& P, const float* plane, const PlaneStrides& gs, float* gplane,
                                    int C, const Taps& T, const float* dwx, const float* dwy, const float* gf,
                                    unsigned char* locks, float* gx, float* gy) {
@@ -165,10 +165,12 @@ static void gather_scatter_strided(const PlanesArgs& P, const float* plane, cons
     const float* r = r0 + c * sc;
     float* g = g0 + c * gc;
     const float f = gf[c];
-    dots[0] += f * r[0];
-    dots[1] += f * r[dx];
-    dots[2] += f * r[dy];
-    dots[3] += f * r[dy + dx];
+    if (gx) {
+      dots[0] += f * r[0];
+      dots[1] += f * r[dx];
+      dots[2] += f * r[dy];
+      dots[3] += f * r[dy + dx];
+    }
     g[0] += w0 * f;
     g[gdx] += w1 * f;
     g[gdy] += w2 * f;
@@ -178,7 +180,7 @@ static void gather_scatter_strided(const PlanesArgs& P, const float* plane, cons
     unlock_row(locks + T.y0 + 1);
     unlock_row(locks + T.y0);
   }
-  for (int t = 0; t < 4; ++t) {
+  for (int t = 0; gx && t < 4; ++t) {
     *gx += dwx[t] * dots[t];
     *gy += dwy[t] * dots[t];
   }
@@ -216,8 +218,12 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
     const float dwx[4] = {-(1.0f - ty), 1.0f - ty, -ty, ty};
     const float dwy[4] = {-(1.0f - tx), -tx, 1.0f - tx, tx};
     float gx = 0.0f, gy = 0.0f;
-    if (!g_p) {  // the scatter alone
-    } else if (CF > 0 && CF % 8 == 0 && P.s.c == 1) {  // whole texels: each tap's dot with gf in registers (see rtg_v8)
+    const bool whole = CF > 0 && CF % 8 == 0 && P.s.c == 1;
+    if (!whole && T.in[0] && T.in[3]) {  // strided channels, all four taps inside: one pass over the channels
+      gather_scatter_strided(P, plane, gs, gplane, C, T, dwx, dwy, gf, locks, g_p ? &gx : nullptr, &gy);
+      scattered = true;
+    } else if (!g_p) {  // the scatter alone (below)
+    } else if (whole) {  // whole texels: each tap's dot with gf in registers (see rtg_v8)
       constexpr int NV = CF > 0 ? CF / 8 : 1;
       rtg_v8 g[NV];
 #pragma GCC unroll 16
@@ -240,9 +246,6 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
         gx += dwx[t] * dots[t];
         gy += dwy[t] * dots[t];
       }
-    } else if (T.in[0] && T.in[3]) {  // strided channels, all four taps inside: one pass over the channels
-      gather_scatter_strided(P, plane, gs, gplane, C, T, dwx, dwy, gf, locks, &gx, &gy);
-      scattered = true;
     } else {
       const long sc = P.s.c;
       for (int t = 0; t < 4; ++t) {
