@@ -89,12 +89,9 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
     // dL/dw2 = gout^T act, dL/dw1 = gh^T feat, and the biases.
     gemm(O1, Hd, S, gout, 1, O1, act, Hd, gb.w2, Hd, true);
     gemm(Hd, C, S, gh, 1, Hd, feat, C, gb.w1, C, true);
-    for (int j = 0; j < S; ++j) {
-      RTG_CHANNEL_LOOP
-      for (int r = 0; r < O1; ++r) gb.b2[r] += gout[static_cast<long>(j) * O1 + r];
-      RTG_CHANNEL_LOOP
-      for (int h = 0; h < Hd; ++h) gb.b1[h] += gh[static_cast<long>(j) * Hd + h];
-    }
+    const float one = 1.0f;  // the biases': the column sums, a row of ones times gout and gh (sums in registers)
+    gemm(1, O1, S, &one, 0, 0, gout, O1, gb.b2, O1, true);
+    gemm(1, Hd, S, &one, 0, 0, gh, Hd, gb.b1, Hd, true);
     for (int x = 0; ray_grads && x < 3; ++x) {
       g.g_origins[3 * i + x] = g_o[x];
       g.g_dirs[3 * i + x] = g_d[x];

@@ -61,9 +61,11 @@ RTG_HD float rtg_softplus_from(float x, float e) {
   return x > 20.0f ? x : sp;  // branch-free, so loops over channels vectorise
 }
 RTG_HD float rtg_softplus(float x) { return rtg_softplus_from(x, rtg_softplus_exp(x)); }
-// softplus'(x) = sigmoid(x) from e = exp(-|x|) (1 above the threshold, as torch's backward).
+// softplus'(x) = sigmoid(x) from e = exp(-|x|) (1 above the threshold, as torch's backward): one
+// reciprocal, whichever the sign (a vector computes both sides).
 RTG_HD float rtg_softplus_grad_from(float x, float e) {
-  const float s = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  const float r = 1.0f / (1.0f + e);
+  const float s = x >= 0.0f ? r : e * r;
   return x > 20.0f ? 1.0f : s;
 }
 
