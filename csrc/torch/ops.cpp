@@ -246,16 +246,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   TORCH_CHECK_VALUE(grad_depth.sizes() == at::IntArrayRef({B, R}) && grad_wsum.sizes() == grad_depth.sizes(),
                     "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
   // Gradients start at zero (they are sums); the per-ray ones are written for every ray (zeros,
-  // not computed, without ray_grads). The planes' in the planes' own layout (zeros_like keeps the
-  // strides of dense planes), so the caller's autograd gets it without a layout copy.
-  Tensor g_planes = at::zeros_like(planes);
+  // not computed, without ray_grads). The planes' in the planes' own layout (empty_like keeps the
+  // strides of dense planes), so the caller's autograd gets it without a layout copy; it is zeroed
+  // below, item by item by the task that adds into the item when tasks take whole items.
+  const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
+  const int64_t tasks = task_count(P, 16);
+  const bool by_item = tasks > 1 && B >= 2 * tasks;
+  Tensor g_planes = by_item ? at::empty_like(planes) : at::zeros_like(planes);
+  if (by_item && poison_outputs()) g_planes.fill_(std::numeric_limits<float>::quiet_NaN());  // an item left unzeroed fails
   Tensor g_origins = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
   Tensor g_dirs = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),
                            ray_grads ? g_origins.data_ptr<float>() : nullptr,
                            ray_grads ? g_dirs.data_ptr<float>() : nullptr};
-  const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
-  const int64_t tasks = task_count(P, 16);
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   const auto& k = rtgaze::cpu_kernels();
   // Where rays [begin, end) add their gradients: decoder buffer gd, planes buffer gp, row locks.
@@ -265,15 +268,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     k.render_backward(g, gb, begin, end);
   };
   Tensor g_dec;
-  if (tasks > 1 && B >= 2 * tasks) {
+  if (by_item) {
     // At least two batch items per task: the tasks take whole items from a shared counter. An
     // item's planes get adds from one task only (no locks, no extra buffers), its decoder
     // gradients go to its own buffer, summed in item order (bitwise repeatable, whichever thread
     // ran an item), and on a loaded machine a descheduled thread holds back one item, not half
-    // of the batch.
+    // of the batch. The task zeroes the item's planes gradient first (in parallel, and the item's
+    // memory is then in this core's caches).
     g_dec = at::zeros({B, dec_elems}, planes.options());
     for_chunks(B, 1, tasks, [&](int64_t, int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
+        g_planes.select(0, b).zero_();
         run(g_dec.data_ptr<float>() + b * dec_elems, g_planes.data_ptr<float>(), nullptr, b * R, (b + 1) * R);
       }
     });
