@@ -14,6 +14,11 @@ from .reference.renderer import Noise, deterministic_noise, draw_noise, ray_limi
 from .validation import check_finite, check_index_range, check_tensor
 
 _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# Training with channel-strided planes on the cpu backend: planes up to this size are copied to
+# channels-last for the call (a transient at the tiny model's training shapes, 12.6 MiB at batch
+# 8), larger ones read in place (EG3D's 256x256 planes are 25 MiB per item: the fused backward's
+# memory stays at the gradient alone, issue #14's bar).
+STRIDED_COPY_MAX_BYTES = 16 * 2 ** 20
 
 
 class ImportanceRenderer(nn.Module):
@@ -118,14 +123,17 @@ class ImportanceRenderer(nn.Module):
         imp = noise.importance_u
         imp = ray_origins.new_empty(b, r, 0) if imp is None else torch.sort(imp, dim=-1).values
         # The ops take (B, 3, H, W, C); triton and cuda need it contiguous. The cpu kernels read
-        # any strides: when gradients are needed they read the caller's planes as they are (no
-        # planes-sized copy kept for the backward; the planes' gradient comes back in their
-        # layout). For inference, planes whose channels are strided (EG3D's (B, 3, C, H, W)) are
-        # copied once: a transient buffer, and whole-texel reads render ~1.8x faster.
+        # any strides, but planes whose channels are strided (EG3D's (B, 3, C, H, W)) render much
+        # faster from a channels-last copy (whole texels in vector registers, not a cache line per
+        # channel of every tap): for inference always (a transient buffer), for training up to
+        # STRIDED_COPY_MAX_BYTES of planes (the copy lives until the backward, which returns the
+        # planes' gradient in the copy's layout). Larger planes that need gradients are read in
+        # place, so the memory the backward keeps is the gradient alone.
         plane_dtype = _HALF.get(self.precision, torch.float32)
         planes_cl = planes.permute(0, 1, 3, 4, 2).to(plane_dtype)
-        if backend not in ops.STRIDED_PLANES or (
-                planes_cl.stride(-1) != 1 and not _requires_grad(planes, decoder, ray_origins, ray_directions)):
+        if backend not in ops.STRIDED_PLANES or planes_cl.stride(-1) != 1 and (
+                planes_cl.numel() * planes_cl.element_size() <= STRIDED_COPY_MAX_BYTES
+                or not _requires_grad(planes, decoder, ray_origins, ray_directions)):
             planes_cl = planes_cl.contiguous()
         op = ops.get_op("render", backend)
         rgb, depth, wsum, rng = op(planes_cl, w1.to(planes.device), b1.to(planes.device), w2.to(planes.device),

@@ -19,6 +19,7 @@ import torch
 
 import rtgaze_fast as rf
 from rtgaze_fast import ops
+from rtgaze_fast import renderer as renderer_module
 from rtgaze_fast.precision import DEPTH_WSUM_MIN
 from require import skip_or_fail
 from scenes import make_scene
@@ -148,10 +149,12 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ("default", "odd_rays_batch2", "decoder_16_24_3", "box_warp"))
-def test_cpu_gradients_in_every_plane_layout(name, layout):
+def test_cpu_gradients_in_every_plane_layout(name, layout, monkeypatch):
     """The cpu kernels read the planes through their strides (whole-texel vector loads when the
     channels are contiguous, strided loads otherwise; decoder_16_24_3 runs the runtime-size
-    path) and write the planes' gradient in the planes' own layout."""
+    path) and write the planes' gradient in the planes' own layout (the renderer's copy of small
+    channel-strided planes turned off, so the strided kernels run)."""
+    monkeypatch.setattr(renderer_module, "STRIDED_COPY_MAX_BYTES", 0)
     kw = dict(seed=sum(map(ord, name)), rays=25, n=10, n_f=8, plane_res=12)
     kw.update(CASES[name])
     s = make_scene(**kw)
@@ -165,7 +168,9 @@ def test_cpu_gradients_in_every_plane_layout(name, layout):
 def test_cpu_training_makes_no_planes_sized_copy(layout, monkeypatch):
     """Training reads the caller's planes in place, forward and backward (the ops get their
     memory), and the planes' gradient arrives in their strides, so no planes-sized layout copy is
-    made either way (issue #14's memory bar). Inference copies only channel-strided planes."""
+    made either way (issue #14's memory bar), for planes above the renderer's copy limit (set to 0
+    here). Inference copies only channel-strided planes."""
+    monkeypatch.setattr(renderer_module, "STRIDED_COPY_MAX_BYTES", 0)
     s = make_scene(seed=13, batch=2, rays=16, n=6, n_f=4, plane_res=8)
     planes = LAYOUTS[layout](s.planes).requires_grad_(True)
     seen = []
@@ -188,6 +193,29 @@ def test_cpu_training_makes_no_planes_sized_copy(layout, monkeypatch):
         render(planes, *args, **noise)
     (_, inference_planes), = seen
     assert (inference_planes.data_ptr() == planes.data_ptr()) == (layout != "channels_first")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cpu_training_copies_small_channel_strided_planes(layout, monkeypatch):
+    """Channel-strided planes up to STRIDED_COPY_MAX_BYTES are rendered from a channels-last copy
+    in training too (whole-texel reads); channels-last planes never are. The gradients are right
+    either way (the sweep above runs with the copy: its planes are small)."""
+    s = make_scene(seed=16, batch=2, rays=16, n=6, n_f=4, plane_res=8)
+    planes = LAYOUTS[layout](s.planes).requires_grad_(True)
+    assert planes.numel() * 4 <= renderer_module.STRIDED_COPY_MAX_BYTES
+    seen = []
+    get_op = ops.get_op
+
+    def spy(family, backend):
+        op = get_op(family, backend)
+        return lambda *args: seen.append(args[0]) or op(*args) if family == "render" else op(*args)
+
+    monkeypatch.setattr(ops, "get_op", spy)
+    rf.ImportanceRenderer(backend="cpu")(planes, s.decoder, s.ray_origins, s.ray_directions, s.options,
+                                         stratified_u=s.stratified_u, importance_u=s.importance_u)
+    (op_planes,) = seen
+    assert op_planes.stride(-1) == 1
+    assert (op_planes.data_ptr() == planes.data_ptr()) == (layout != "channels_first")
 
 
 def test_gradients_with_deterministic_noise(backend):
