@@ -3,15 +3,16 @@ against autograd of the eager reference (issue #14's bars), after a gradient par
 
 - time: the renderer's forward+backward at the tiny model's training shapes (batch 8, 32x32 rays,
   16+16 samples, 64x64x32 planes; gradients to the planes and the decoder, as in RTGaze
-  training), the fused one with the planes in both memory layouts (EG3D's (B, 3, C, H, W) and
-  channels-last, which the kernels read in place), and one whole tiny-model training step
+  training), the fused one with the planes in both memory layouts (EG3D's (B, 3, C, H, W), which
+  the renderer copies to channels-last at these sizes, and channels-last, which the kernels read
+  in place), and one whole tiny-model training step
   (batch 8; the trainer's channels-last model), reference vs fused, interleaved repeats, medians;
   both also with one torch thread (single-threaded code suffers less from other jobs on a
   loaded machine than threads that wait for each other);
 - memory: the peak resident memory that the renderer's forward+backward adds at 128x128 rays,
   48+48 samples, batch 1, 256x256x32 planes, each backend in its own process (the process's
   high-water mark, reset just before the call, minus its resident memory then), planes in both
-  layouts.
+  layouts (both read in place: 25 MiB of planes is above the renderer's copy limit).
 
     python benchmarks/cpu_training.py [--repeats 5] [--out benchmarks/results/cpu_training.json]
 """
