@@ -201,6 +201,12 @@ def test_opcheck_every_op():
     torch.library.opcheck(_op("importance"), (depths, torch.rand(1, 3, 5, generator=gen),
                                               torch.rand(1, 3, 4, generator=gen)))
     torch.library.opcheck(_op("render"), _render_args())
+    args = _render_args()
+    b, r = args[5].shape[:2]
+    for ray_grads in (True, False):
+        upstream = (torch.randn(b, r, 32, generator=gen), torch.randn(b, r, generator=gen),
+                    torch.randn(b, r, generator=gen))
+        torch.library.opcheck(_op("render_backward"), (*upstream, *args, ray_grads))
 
 
 @needs_cpu
