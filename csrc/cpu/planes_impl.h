@@ -124,8 +124,9 @@ static inline void unlock_row(unsigned char* lock) { __atomic_clear(lock, __ATOM
 // gradient plane at strides gs, under that row's lock when the planes gradient is shared
 // (locks non-null: the plane's row locks).
 template <int CF>
-static inline __attribute__((always_inline)) void scatter_row(float* gplane, const PlaneStrides& gs, int C_, const Taps& T, int t0, const float* gf,
-                        unsigned char* locks) {
+static inline __attribute__((always_inline)) void scatter_row(float* gplane, const PlaneStrides& gs, int C_,
+                                                              const Taps& T, int t0, const float* gf,
+                                                              unsigned char* locks) {
   const int C = RTG_SIZE(CF, C_);
   if (!T.in[t0] && !T.in[t0 + 1]) return;
   unsigned char* lock = locks ? locks + T.y0 + (t0 >> 1) : nullptr;

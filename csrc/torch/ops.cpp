@@ -253,7 +253,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t tasks = task_count(P, 16);
   const bool by_item = tasks > 1 && B >= 2 * tasks;
   Tensor g_planes = by_item ? at::empty_like(planes) : at::zeros_like(planes);
-  if (by_item && poison_outputs()) g_planes.fill_(std::numeric_limits<float>::quiet_NaN());  // an item left unzeroed fails
+  // Poisoned for the tests: an item left unzeroed fails.
+  if (by_item && poison_outputs()) g_planes.fill_(std::numeric_limits<float>::quiet_NaN());
   Tensor g_origins = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
   Tensor g_dirs = ray_grads ? new_output({B, R, 3}, ray_origins) : at::zeros({B, R, 3}, ray_origins.options());
   rtgaze::RenderGradArgs g{&a, grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_wsum.data_ptr<float>(),

@@ -147,7 +147,9 @@ RTG_HD void rtg_march_backward_core(const float* t, const float* sigma, int S, b
   float* g_w = trans + S - 1;       // dL/dw_k
   // d alpha_k / d x_k waits in g_sigma[k] until the backward scan reaches interval k.
   RTG_INTERVAL_LOOP
-  for (int k = 0; k < S - 1; ++k) alpha[k] = rtg_interval_alpha_grad(t[k], t[k + 1], sigma[k], sigma[k + 1], g_sigma + k);
+  for (int k = 0; k < S - 1; ++k) {
+    alpha[k] = rtg_interval_alpha_grad(t[k], t[k + 1], sigma[k], sigma[k + 1], g_sigma + k);
+  }
   // Recompute the forward exactly as rtg_march does (same steps, same order).
   float T = 1.0f, W = 0.0f, D = 0.0f;
   for (int k = 0; k + 1 < S; ++k) {
