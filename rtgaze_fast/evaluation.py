@@ -92,8 +92,8 @@ def evaluate(model, n_identities: int = 8, samples_per_identity: int = 2, seed: 
     Returns ``{"model": {metric: mean}, "identity": {...}, "oracle": {...}, "per_sample": [...],
     "seconds_per_image", "n", "resolution"}`` (every image metric is at ``resolution``, the model's
     output size); gaze errors need the estimator (``estimate=False`` skips them: faster); the oracle
-    has image metrics only, and no row where the rays are at the output size; ``baselines=False`` skips the identity and oracle rows (they do not
-    depend on the model). ``variety`` 1 is the generator of the embedded tiny weights' original
+    has image metrics only, and no row where the rays are at the output size; ``baselines=False``
+    skips the identity and oracle rows (they do not depend on the model). ``variety`` 1 is the generator of the embedded tiny weights' original
     figures, 2 the wider one (synthetic.make_identity).
     """
     from tqdm import tqdm

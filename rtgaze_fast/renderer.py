@@ -131,9 +131,9 @@ class ImportanceRenderer(nn.Module):
         # place, so the memory the backward keeps is the gradient alone.
         plane_dtype = _HALF.get(self.precision, torch.float32)
         planes_cl = planes.permute(0, 1, 3, 4, 2).to(plane_dtype)
-        if backend not in ops.STRIDED_PLANES or planes_cl.stride(-1) != 1 and (
-                planes_cl.numel() * planes_cl.element_size() <= STRIDED_COPY_MAX_BYTES
-                or not _requires_grad(planes, decoder, ray_origins, ray_directions)):
+        small = planes_cl.numel() * planes_cl.element_size() <= STRIDED_COPY_MAX_BYTES
+        if backend not in ops.STRIDED_PLANES or (planes_cl.stride(-1) != 1 and (
+                small or not _requires_grad(planes, decoder, ray_origins, ray_directions))):
             planes_cl = planes_cl.contiguous()
         op = ops.get_op("render", backend)
         rgb, depth, wsum, rng = op(planes_cl, w1.to(planes.device), b1.to(planes.device), w2.to(planes.device),

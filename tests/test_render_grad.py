@@ -295,8 +295,10 @@ def test_only_some_inputs_require_grad(backend):
 def test_ray_gradients_are_skipped_when_the_rays_need_none(backend, monkeypatch):
     """Rays that require no grad (fixed cameras, as in RTGaze training): autograd asks the backward
     for no ray gradients (ray_grads=False, the op returns zeros and the cpu skips computing them);
-    the planes' and the decoder's gradients are the same bits as when the rays want theirs. The
-    cpu in every planes layout (each has its own scatter)."""
+    the planes' and the decoder's gradients are the same as when the rays want theirs: the same
+    bits on cpu and triton (here each cpu task takes one batch item, and the interpreter's atomics
+    run in order), within GRAD_RTOL on cuda (its atomics' order varies). The cpu in every planes
+    layout (each has its own scatter)."""
     for layout in LAYOUTS if backend == "cpu" else ("channels_first",):
         s = make_scene(seed=15, batch=2, rays=16, n=8, n_f=6, plane_res=10)
         s = on_device(dataclasses.replace(s, planes=LAYOUTS[layout](s.planes)), device_of(backend))
@@ -323,7 +325,11 @@ def check_ray_grads_skipped(s, backend, monkeypatch):
     assert [args[-1] for args in calls] == [True, False]
     assert float(grads[0][-1].abs().max()) > 0  # the rays' gradients were there to skip
     for with_rays, without in zip(grads[0], grads[1]):
-        assert torch.equal(with_rays, without)
+        if backend == "cuda":
+            scale = float(with_rays.abs().max())
+            assert float((with_rays - without).abs().max()) <= GRAD_RTOL * scale
+        else:
+            assert torch.equal(with_rays, without)
     g_origins, g_dirs = get_op("render_backward", backend)(*calls[1])[5:]
     assert not g_origins.any() and not g_dirs.any()
     monkeypatch.undo()

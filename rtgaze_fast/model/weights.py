@@ -5,7 +5,7 @@ import os
 from typing import Optional, Tuple
 
 from ..errors import UserError
-from .configs import DEFAULT_CONFIG
+from .configs import CONFIGS, DEFAULT_CONFIG
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 
@@ -26,7 +26,6 @@ def config_of(weights: Optional[str]) -> str:
     that cannot be read: loading it then says why)."""
     if weights:
         from safetensors import SafetensorError, safe_open
-        from .configs import CONFIGS
         try:
             with safe_open(weights, "pt") as f:
                 config = (f.metadata() or {}).get("config")
