@@ -42,13 +42,59 @@ static inline __attribute__((always_inline)) void gemm_tile(int K, const float* 
   }
 }
 
-// Rows [0, M) of C in tiles of 4 (then 1) for one column block of 8 NV.
+// One row of C (1 x 8 NV): the k steps dealt round-robin to 4 sets of accumulators, summed at the
+// end, so that 4 NV independent chains hide the FMA latency (one set would wait on each add: the
+// biases' gradients and the last row of an M that is not a multiple of 4).
+template <int NV>
+static inline __attribute__((always_inline)) void gemm_row(int K, const float* A, long ak, const float* B, long ldb,
+                                                           float* C, bool accumulate) {
+  rtg_v8 acc[4][NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[j][v] = rtg_v8{};
+  }
+  int k = 0;
+  for (; k + 4 <= K; k += 4) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const float a = A[(k + j) * ak];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        rtg_v8 b;
+        __builtin_memcpy(&b, B + (k + j) * ldb + 8 * v, sizeof(rtg_v8));
+        acc[j][v] += a * b;
+      }
+    }
+  }
+  for (; k < K; ++k) {
+    const float a = A[k * ak];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      rtg_v8 b;
+      __builtin_memcpy(&b, B + k * ldb + 8 * v, sizeof(rtg_v8));
+      acc[0][v] += a * b;
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    rtg_v8 c = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
+    if (accumulate) {
+      rtg_v8 old;
+      __builtin_memcpy(&old, C + 8 * v, sizeof(rtg_v8));
+      c += old;
+    }
+    __builtin_memcpy(C + 8 * v, &c, sizeof(rtg_v8));
+  }
+}
+
+// Rows [0, M) of C in tiles of 4 (then single rows) for one column block of 8 NV.
 template <int NV>
 static void gemm_columns(int M, int K, const float* A, long am, long ak, const float* B, long ldb, float* C, long ldc,
                          bool accumulate) {
   int m = 0;
   for (; m + 4 <= M; m += 4) gemm_tile<4, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate);
-  for (; m < M; ++m) gemm_tile<1, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate);
+  for (; m < M; ++m) gemm_row<NV>(K, A + m * am, ak, B, ldb, C + m * ldc, accumulate);
 }
 
 // C (M x N, row stride ldc) = or += A B: A (M x K), element (m, k) at A[m am + k ak] (so a

@@ -6,16 +6,20 @@
 #include "planes_impl.h"
 #include "decode_impl.h"
 
-// The features (n, C) of n points of one ray (batch b) at depths t along o + t d. CF: a
-// compile-time channel count (0 = runtime), see rtgaze/sample.h.
+// The features (n, C) of n points of one ray (batch b) at depths t along o + t d; their taps into
+// taps[n] when given (what the backward's scatter reuses). CF: a compile-time channel count
+// (0 = runtime), see rtgaze/sample.h.
 template <int CF>
 static void ray_features(const RenderArgs& a, long b, const float* o, const float* d, const float* t, int n,
-                         float* feat) {
+                         float* feat, PointTaps* taps = nullptr) {
   const PlanesArgs& P = a.planes;
   const float* planes_b = P.data + b * P.s.b;
   for (int k = 0; k < n; ++k) {
     const float p[3] = {o[0] + t[k] * d[0], o[1] + t[k] * d[1], o[2] + t[k] * d[2]};
-    triplane_features<CF>(P, planes_b, p, a.box_warp, a.plane_set, feat + static_cast<long>(k) * P.C);
+    PointTaps local;
+    PointTaps& pt = taps ? taps[k] : local;
+    point_taps(P, p, a.box_warp, a.plane_set, &pt);
+    taps_features<CF>(P, planes_b, pt, feat + static_cast<long>(k) * P.C);
   }
 }
 

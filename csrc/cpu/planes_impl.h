@@ -38,14 +38,27 @@ RTG_HD bool bilinear_taps(int H, int W, float u, float v, Taps* T) {
   return true;
 }
 
-// The mean of the three planes' taps at point p (world units) into feat[C]; planes_b: batch item
-// b's planes (P.data + b * P.s.b).
-template <int CF>
-RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const float* p, float box_warp,
-                              int plane_set, float* feat) {
-  const int C = RTG_SIZE(CF, P.C);
+// The three planes' taps at point p (world units), plane k's in T[k]; T[k].ok false where a
+// coordinate is NaN. Computed once per sample: the backward's recompute keeps them for its scatter.
+struct PointTaps {
+  Taps T[3];
+  bool ok[3];
+};
+RTG_HD void point_taps(const PlanesArgs& P, const float* p, float box_warp, int plane_set, PointTaps* pt) {
   const float scale = 2.0f / box_warp;
   const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
+  for (int k = 0; k < 3; ++k) {
+    int iu, iv;
+    plane_axes(plane_set, k, &iu, &iv);
+    pt->ok[k] = bilinear_taps(P.H, P.W, q[iu], q[iv], &pt->T[k]);
+  }
+}
+
+// The mean of the three planes' taps pt into feat[C]; planes_b: batch item b's planes
+// (P.data + b * P.s.b).
+template <int CF>
+RTG_HD void taps_features(const PlanesArgs& P, const float* planes_b, const PointTaps& pt, float* feat) {
+  const int C = RTG_SIZE(CF, P.C);
   // Whole texels (channels contiguous, a compile-time count) are summed in registers (see rtg_v8),
   // any other layout channel by channel into feat.
   const bool whole = CF > 0 && CF % 8 == 0 && P.s.c == 1;
@@ -59,13 +72,11 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
   const long sc = P.s.c;
   bool nan = false;
   for (int k = 0; k < 3; ++k) {
-    int iu, iv;
-    plane_axes(plane_set, k, &iu, &iv);
-    Taps T;
-    if (!bilinear_taps(P.H, P.W, q[iu], q[iv], &T)) {
+    if (!pt.ok[k]) {
       nan = true;
       continue;
     }
+    const Taps& T = pt.T[k];
     const float* plane = planes_b + k * P.s.k;
     if (whole) {
       for (int t = 0; t < 4; ++t) {
@@ -108,6 +119,15 @@ RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const 
   if (nan) {
     for (int c = 0; c < C; ++c) feat[c] = __builtin_nanf("");
   }
+}
+
+// The mean of the three planes' taps at point p (world units) into feat[C].
+template <int CF>
+RTG_HD void triplane_features(const PlanesArgs& P, const float* planes_b, const float* p, float box_warp,
+                              int plane_set, float* feat) {
+  PointTaps pt;
+  point_taps(P, p, box_warp, plane_set, &pt);
+  taps_features<CF>(P, planes_b, pt, feat);
 }
 
 // A spin lock per texel row of a shared planes gradient (GradBuffers::row_locks); rows are short
@@ -187,29 +207,28 @@ static void gather_scatter_strided(const PlanesArgs& P, const float* plane, cons
   }
 }
 
-// The triplane sampling's backward at point p: scatter dL/dfeature (gf[C]) into the planes'
-// gradient through the bilinear weights (taps outside a plane get nothing, as they gave 0), and
-// return dL/dp in g_p[3] through the weights' dependence on the position (grid_sample's grid
-// gradient; g_p null: not wanted, and the taps' dot products with gf are skipped). NaN
-// coordinates scatter nothing and give a NaN dL/dp. planes_b, gplanes_b: batch item b's planes
-// and gradient; locks_b: its row locks (null: this task's own gradient buffer).
+// The triplane sampling's backward at a point whose taps are pt (point_taps): scatter
+// dL/dfeature (gf[C]) into the planes' gradient through the bilinear weights (taps outside a plane
+// get nothing, as they gave 0), and return dL/dp in g_p[3] through the weights' dependence on the
+// position (grid_sample's grid gradient; g_p null: not wanted, and the taps' dot products with gf
+// are skipped). NaN coordinates scatter nothing and give a NaN dL/dp. planes_b, gplanes_b: batch
+// item b's planes and gradient; locks_b: its row locks (null: this task's own gradient buffer).
 template <int CF>
 static void triplane_backward(const PlanesArgs& P, const float* planes_b, const PlaneStrides& gs, float* gplanes_b,
-                              unsigned char* locks_b, const float* p, float box_warp, int plane_set, const float* gf,
-                              float* g_p) {
+                              unsigned char* locks_b, const PointTaps& pt, float box_warp, int plane_set,
+                              const float* gf, float* g_p) {
   const int C = RTG_SIZE(CF, P.C), H = P.H, W = P.W;
   const float scale = 2.0f / box_warp;
-  const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
   float gq[3] = {0.0f, 0.0f, 0.0f};
   bool nan = false;
   for (int k = 0; k < 3; ++k) {
     int iu, iv;
     plane_axes(plane_set, k, &iu, &iv);
-    Taps T;
-    if (!bilinear_taps(H, W, q[iu], q[iv], &T)) {
+    if (!pt.ok[k]) {
       nan = true;
       continue;
     }
+    const Taps& T = pt.T[k];
     const float* plane = planes_b + k * P.s.k;
     float* gplane = gplanes_b + k * gs.k;
     unsigned char* locks = locks_b ? locks_b + static_cast<long>(k) * H : nullptr;

@@ -27,6 +27,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
   float *w = march_scratch + 4L * S, *cdf = w + N, *bins = cdf + N;
   const DecodeScratch sc(D, S, bins + N);
   int* ord = new int[S];
+  PointTaps* taps = new PointTaps[S];  // each sample's, from the recompute's gather to the scatter
   for (long i = begin; i < end; ++i) {
     const long b = i / a.R;
     const float *o = a.origins + 3 * i, *d = a.dirs + 3 * i;
@@ -35,7 +36,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
     unsigned char* locks_b = gb.row_locks ? gb.row_locks + b * 3L * P.H : nullptr;
     auto eval = [&](int j0, int n) {  // the forward's sample+decode, keeping what the backward needs
       const long jc = static_cast<long>(j0) * C, jh = static_cast<long>(j0) * Hd;
-      ray_features<CF>(a, b, o, d, t + j0, n, feat + jc);
+      ray_features<CF>(a, b, o, d, t + j0, n, feat + jc, taps + j0);
       decode_block(D, C, n, feat + jc, sc, sig + j0, col + static_cast<long>(j0) * O, act + jh, dact + jh);
     };
     coarse_depths(a, i, t);
@@ -76,9 +77,8 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
     gemm(S, C, Hd, gh, Hd, 1, D.w1, C, gf, C, false);
     float g_o[3] = {0.0f, 0.0f, 0.0f}, g_d[3] = {0.0f, 0.0f, 0.0f};
     for (int j = 0; j < S; ++j) {
-      const float p[3] = {o[0] + t[j] * d[0], o[1] + t[j] * d[1], o[2] + t[j] * d[2]};
       float g_p[3];
-      triplane_backward<CF>(P, planes_b, gb.planes_s, gplanes_b, locks_b, p, a.box_warp, a.plane_set,
+      triplane_backward<CF>(P, planes_b, gb.planes_s, gplanes_b, locks_b, taps[j], a.box_warp, a.plane_set,
                             gf + static_cast<long>(j) * C, ray_grads ? g_p : nullptr);
       for (int x = 0; ray_grads && x < 3; ++x) {  // p = o + t d
         g_o[x] += g_p[x];
@@ -97,6 +97,7 @@ static void render_backward_sized(const RenderGradArgs& g, const GradBuffers& gb
       g.g_dirs[3 * i + x] = g_d[x];
     }
   }
+  delete[] taps;
   delete[] ord;
   delete[] buf;
 }

@@ -6,14 +6,14 @@
 
 #ifdef __CUDACC__
 RTG_HD float rtg_exp(float x) { return expf(x); }
+RTG_HD float rtg_exp_nonpositive(float x) { return expf(x); }
 RTG_HD float rtg_log1p(float x) { return log1pf(x); }
 #else
 RTG_HD float rtg_bits_to_float(int32_t i) { float f; __builtin_memcpy(&f, &i, 4); return f; }
 
-// exp(x): x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^n from the exponent bits.
-RTG_HD float rtg_exp(float x) {
-  float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
-  xc = xc < -87.3365447504f ? -87.3365447504f : xc;  // comparisons keep NaN
+// exp(xc) for xc in [-87.34, 88.38] (or NaN): xc = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial
+// for e^r, 2^n from the exponent bits.
+RTG_HD float rtg_exp_in_range(float xc) {
   const float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
   float r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
@@ -26,6 +26,13 @@ RTG_HD float rtg_exp(float x) {
   p = p * r * r + r + 1.0f;
   return p * rtg_bits_to_float((static_cast<int32_t>(n) + 127) << 23);
 }
+RTG_HD float rtg_exp(float x) {
+  float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
+  xc = xc < -87.3365447504f ? -87.3365447504f : xc;  // comparisons keep NaN
+  return rtg_exp_in_range(xc);
+}
+// exp(x) for x <= 0 (or NaN): one clamp (softplus' exp(-|x|)).
+RTG_HD float rtg_exp_nonpositive(float x) { return rtg_exp_in_range(x < -87.3365447504f ? -87.3365447504f : x); }
 
 // log(1 + y) for y in [0, 1] (softplus' log1p(exp(-|x|))), Cephes logf's polynomial on
 // 1 + y = 2^e (1 + f), f in [sqrt(1/2) - 1, sqrt(2) - 1]: f = y itself below sqrt(2) - 1 (so the
@@ -55,7 +62,7 @@ RTG_HD float rtg_log1p(float y) {
 // written as max(x, 0) + log1p(exp(-|x|)) so exp never overflows.
 // Split in two so a CPU loop can compute every exp first, then every log (shorter dependency
 // chains per iteration: ~1.5x faster than one fused loop).
-RTG_HD float rtg_softplus_exp(float x) { return rtg_exp(x < 0.0f ? x : -x); }  // exp(-|x|)
+RTG_HD float rtg_softplus_exp(float x) { return rtg_exp_nonpositive(-__builtin_fabsf(x)); }  // exp(-|x|)
 RTG_HD float rtg_softplus_from(float x, float e) {
   const float sp = (x > 0.0f ? x : 0.0f) + rtg_log1p(e);
   return x > 20.0f ? x : sp;  // branch-free, so loops over channels vectorise
