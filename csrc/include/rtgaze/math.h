@@ -34,27 +34,22 @@ RTG_HD float rtg_exp(float x) {
 // exp(x) for x <= 0 (or NaN): one clamp (softplus' exp(-|x|)).
 RTG_HD float rtg_exp_nonpositive(float x) { return rtg_exp_in_range(x < -87.3365447504f ? -87.3365447504f : x); }
 
-// log(1 + y) for y in [0, 1] (softplus' log1p(exp(-|x|))), Cephes logf's polynomial on
-// 1 + y = 2^e (1 + f), f in [sqrt(1/2) - 1, sqrt(2) - 1]: f = y itself below sqrt(2) - 1 (so the
-// rounding of 1 + y is never taken), else (y - 1) / 2 with e = 1. A NaN y gives NaN.
+// log(1 + y) for y in [0, 1] (softplus' log1p(exp(-|x|))): y + y^2 q(y), q a degree-9 polynomial
+// fitted to (log1p(y) - y) / y^2 on [0, 1] (Chebyshev least squares, float32 coefficients): at
+// most 1.2e-7 relative and 7.8e-8 absolute error over [0, 1], as Cephes' range-split logf it
+// replaces (11 operations per lane instead of ~19, no branch). A NaN y gives NaN.
 RTG_HD float rtg_log1p(float y) {
-  const bool big = y > 0.41421356237309505f;
-  const float x = big ? (y - 1.0f) * 0.5f : y;
-  const float e = big ? 1.0f : 0.0f;
-  const float x2 = x * x;
-  float p = 7.0376836292e-2f;
-  p = p * x - 1.1514610310e-1f;
-  p = p * x + 1.1676998740e-1f;
-  p = p * x - 1.2420140846e-1f;
-  p = p * x + 1.4249322787e-1f;
-  p = p * x - 1.6668057665e-1f;
-  p = p * x + 2.0000714765e-1f;
-  p = p * x - 2.4999993993e-1f;
-  p = p * x + 3.3333331174e-1f;
-  p = p * x * x2;
-  p = p + e * -2.12194440e-4f;
-  p = p - 0.5f * x2;
-  return x + p + e * 0.693359375f;
+  float q = 2.873900812e-03f;
+  q = q * y - 1.751232333e-02f;
+  q = q * y + 4.993134364e-02f;
+  q = q * y - 9.202980995e-02f;
+  q = q * y + 1.307134032e-01f;
+  q = q * y - 1.637851298e-01f;
+  q = q * y + 1.995935738e-01f;
+  q = q * y - 2.499702424e-01f;
+  q = q * y + 3.333324790e-01f;
+  q = q * y - 5.000000000e-01f;
+  return (y * y) * q + y;
 }
 #endif
 
