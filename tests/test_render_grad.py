@@ -256,12 +256,16 @@ def test_deterministic_algorithms_give_bitwise_repeatable_gradients(backend):
         assert max(grad_errors(a, ref).values()) <= GRAD_RTOL
 
 
-def test_cpu_backward_by_batch_items_is_repeatable():
-    """With at least two batch items per thread the cpu backward hands out whole items (each
-    item's planes written by one thread, decoder sums per item): every gradient right, and two
-    runs give the same bits without deterministic mode."""
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cpu_backward_by_batch_items_is_repeatable(layout, monkeypatch):
+    """With at least two batch items per thread the cpu backward hands out whole items, then the
+    last items in parts (each part's planes gradient in its own buffer at the item's strides,
+    added in part order; decoder sums per unit): every gradient right in every planes layout, and
+    two runs give the same bits without deterministic mode. 13 rays: parts of unequal size."""
     assert torch.get_num_threads() >= 2, "CI machines have 2 cores: the by-item path would go untested"
-    s = make_scene(seed=14, batch=2 * torch.get_num_threads() + 1, rays=12, n=6, n_f=4, plane_res=8)
+    monkeypatch.setattr(renderer_module, "STRIDED_COPY_MAX_BYTES", 0)  # the planes reach the kernel in this layout
+    s = make_scene(seed=14, batch=2 * torch.get_num_threads() + 1, rays=13, n=6, n_f=4, plane_res=8)
+    s = dataclasses.replace(s, planes=LAYOUTS[layout](s.planes))
     a = render_grads(s, "cpu")[1]
     b = render_grads(s, "cpu")[1]
     for name, x, y in zip(GRAD_NAMES, a, b):

@@ -218,7 +218,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
   return {rgb, depth, wsum, range};
 }
 
-// Recompute backward. With at least two batch items per thread, threads take whole items (below).
+// Recompute backward. With at least two batch items per thread, threads take whole items and parts
+// of the last ones (below).
 // Otherwise the rays are split into one contiguous range per task (a thread each; not taken in
 // chunks as the forward's are, so that a run repeats bitwise when the ranges do not share an
 // item, as resumed training relies on). The decoder's gradients go to a small buffer per task,
@@ -263,26 +264,56 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   const int64_t dec_elems = Hd * C + Hd + O1 * Hd + O1;
   const auto& k = rtgaze::cpu_kernels();
   // Where rays [begin, end) add their gradients: decoder buffer gd, planes buffer gp, row locks.
-  auto run = [&](float* gd, float* gp, uint8_t* locks, int64_t begin, int64_t end) {
-    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd, locks,
-                           plane_strides(g_planes)};
+  auto run = [&](float* gd, float* gp, uint8_t* locks, int64_t begin, int64_t end,
+                 rtgaze::PlaneStrides gs) {
+    rtgaze::GradBuffers gb{gp, gd, gd + Hd * C, gd + Hd * C + Hd, gd + Hd * C + Hd + O1 * Hd, locks, gs};
     k.render_backward(g, gb, begin, end);
   };
   Tensor g_dec;
   if (by_item) {
-    // At least two batch items per task: the tasks take whole items from a shared counter. An
-    // item's planes get adds from one task only (no locks, no extra buffers), its decoder
-    // gradients go to its own buffer, summed in item order (bitwise repeatable, whichever thread
-    // ran an item), and on a loaded machine a descheduled thread holds back one item, not half
-    // of the batch. The task zeroes the item's planes gradient first (in parallel, and the item's
-    // memory is then in this core's caches).
-    g_dec = at::zeros({B, dec_elems}, planes.options());
-    for_chunks(B, 1, tasks, [&](int64_t, int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        g_planes.select(0, b).zero_();
-        run(g_dec.data_ptr<float>() + b * dec_elems, g_planes.data_ptr<float>(), nullptr, b * R, (b + 1) * R);
+    // At least two batch items per task: the tasks take work units from a shared counter, whole
+    // items first, then the last `tasks` items in kItemParts ray ranges each, so that a thread
+    // slowed by other load holds the others back by a part of an item, not a whole one (whole
+    // items alone left one of two threads idle ~15% of the time on a shared 2-core machine).
+    // A whole item's planes gradient, and a split item's first part, are written into the
+    // item's slice of g_planes; a later part into its own buffer (the item's strides, batch
+    // stride 0), added to the slice after the parallel loop in part order. Each unit zeroes its
+    // buffer first (in parallel, and the memory is then in this core's caches). The decoder's
+    // gradients go to one buffer per unit, summed in unit order. So the result is bitwise
+    // repeatable, whichever thread ran which unit; memory: (kItemParts - 1) * tasks item-sized
+    // buffers beyond the gradient.
+    constexpr int64_t kItemParts = 4;
+    const int64_t split = tasks, whole = B - split, units = whole + split * kItemParts;
+    std::vector<Tensor> parts;
+    for (int64_t u = whole; u < units; ++u) {
+      if ((u - whole) % kItemParts == 0) continue;
+      parts.push_back(at::empty_like(g_planes.select(0, whole + (u - whole) / kItemParts)));
+      if (poison_outputs()) parts.back().fill_(std::numeric_limits<float>::quiet_NaN());  // a part left unzeroed fails
+    }
+    g_dec = at::zeros({units, dec_elems}, planes.options());
+    const rtgaze::PlaneStrides gs_items = plane_strides(g_planes);
+    for_chunks(units, 1, tasks, [&](int64_t, int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u < whole ? u : whole + (u - whole) / kItemParts;
+        const int64_t part = u < whole ? 0 : (u - whole) % kItemParts;
+        const int64_t begin = b * R + (u < whole ? 0 : part * R / kItemParts);
+        const int64_t end = u < whole ? (b + 1) * R : b * R + (part + 1) * R / kItemParts;
+        float* gd = g_dec.data_ptr<float>() + u * dec_elems;
+        if (part == 0) {
+          g_planes.select(0, b).zero_();
+          run(gd, g_planes.data_ptr<float>(), nullptr, begin, end, gs_items);
+        } else {
+          Tensor& buf = parts[(b - whole) * (kItemParts - 1) + part - 1];
+          buf.zero_();
+          run(gd, buf.data_ptr<float>(), nullptr, begin, end,
+              {0, buf.stride(0), buf.stride(1), buf.stride(2), buf.stride(3)});
+        }
       }
     });
+    for (int64_t i = 0; i < split; ++i) {
+      Tensor item = g_planes.select(0, whole + i);
+      for (int64_t p = 1; p < kItemParts; ++p) item.add_(parts[i * (kItemParts - 1) + p - 1]);
+    }
   } else {
     g_dec = at::zeros({tasks, dec_elems}, planes.options());
     const bool shared = tasks > 1 && !at::globalContext().deterministicAlgorithms();
@@ -295,7 +326,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
         const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
         float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
         if (begin < end) {
-          run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin, end);
+          run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin, end,
+              plane_strides(g_planes));
         }
       }
     });
