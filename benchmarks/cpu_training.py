@@ -98,7 +98,14 @@ def renderer_times(repeats, threads=None):
             "forward_only_ms": {"reference": med["ref_fwd"] * 1e3, "fused_cpu": med["fused_fwd"] * 1e3},
             "speedup_forward_backward": med["ref"] / med["fused"],
             "speedup_forward_backward_channels_last_planes": med["ref"] / med["fused_cl"],
-            "speedup_forward": med["ref_fwd"] / med["fused_fwd"]}
+            "speedup_forward": med["ref_fwd"] / med["fused_fwd"],
+            # The spread: on a shared machine the two paths are not slowed alike from one moment
+            # to the next (the fused one is FMA-bound, the reference memory-bound), so each
+            # repeat's ratio is kept beside the ratio of medians.
+            "speedup_forward_backward_per_repeat": [r / f for r, f in zip(t_ref, t_fused)],
+            "speedup_forward_backward_channels_last_planes_per_repeat": [r / f for r, f in zip(t_ref, t_fused_cl)],
+            "speedup_forward_backward_of_minima": min(t_ref) / min(t_fused),
+            "speedup_forward_backward_channels_last_planes_of_minima": min(t_ref) / min(t_fused_cl)}
 
 
 def training_step_times(repeats, threads=None):
