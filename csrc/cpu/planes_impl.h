@@ -165,6 +165,49 @@ static inline __attribute__((always_inline)) void scatter_row(float* gplane, con
   if (lock) unlock_row(lock);
 }
 
+// gtexel[c] += w * gf[c] / 3 for all four taps of a plane when they are inside and the
+// gradient's channels are contiguous (gs.c == 1, C a multiple of 8), under both rows' locks (in
+// row order) when the gradient is shared. Channel vector by channel vector, each vector's four
+// loads before its four stores: the texel below is a multiple of 4 KiB away at the usual plane
+// sizes (a 64-texel row of 32 fp32 channels is 8 KiB), and a load issued after a store to an
+// address with the same low 12 bits waits for that store (the core takes it for a dependency);
+// tap by tap, every load of row y0 + 1 came right after such a store to row y0.
+template <int CF>
+static inline __attribute__((always_inline)) void scatter_quad(float* gplane, const PlaneStrides& gs, int C_,
+                                                               const Taps& T, const float* gf,
+                                                               unsigned char* locks) {
+  const int C = RTG_SIZE(CF, C_);
+  float* g[4];
+  for (int t = 0; t < 4; ++t) g[t] = gplane + T.offset(t, gs.y, gs.x);
+  const float w0 = T.w[0] * (1.0f / 3.0f), w1 = T.w[1] * (1.0f / 3.0f);
+  const float w2 = T.w[2] * (1.0f / 3.0f), w3 = T.w[3] * (1.0f / 3.0f);
+  if (locks) {
+    lock_row(locks + T.y0);
+    lock_row(locks + T.y0 + 1);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < C; c += 8) {
+    rtg_v8 f, a, b, d, e;
+    __builtin_memcpy(&f, gf + c, sizeof(f));
+    __builtin_memcpy(&a, g[0] + c, sizeof(a));
+    __builtin_memcpy(&b, g[1] + c, sizeof(b));
+    __builtin_memcpy(&d, g[2] + c, sizeof(d));
+    __builtin_memcpy(&e, g[3] + c, sizeof(e));
+    a += w0 * f;
+    b += w1 * f;
+    d += w2 * f;
+    e += w3 * f;
+    __builtin_memcpy(g[0] + c, &a, sizeof(a));
+    __builtin_memcpy(g[1] + c, &b, sizeof(b));
+    __builtin_memcpy(g[2] + c, &d, sizeof(d));
+    __builtin_memcpy(g[3] + c, &e, sizeof(e));
+  }
+  if (locks) {
+    unlock_row(locks + T.y0 + 1);
+    unlock_row(locks + T.y0);
+  }
+}
+
 // The backward of one plane's four inside taps when the planes' channels are strided (EG3D's
 // (B, 3, C, H, W)): each channel's four texels lie in two cache lines, so one pass over the
 // channels reads them for dL/d(tx), dL/d(ty) (*gx, *gy; gx null: not wanted) and adds w * gf / 3
@@ -278,7 +321,9 @@ static void triplane_backward(const PlanesArgs& P, const float* planes_b, const 
       }
     }
     // Into the planes' gradient: taps 0, 1 share texel row y0, taps 2, 3 row y1.
-    if (!scattered) {
+    if (!scattered && whole && gs.c == 1 && T.in[0] && T.in[3]) {
+      scatter_quad<CF>(gplane, gs, C, T, gf, locks);
+    } else if (!scattered) {
       scatter_row<CF>(gplane, gs, C, T, 0, gf, locks);
       scatter_row<CF>(gplane, gs, C, T, 2, gf, locks);
     }
