@@ -170,8 +170,8 @@ static inline __attribute__((always_inline)) void scatter_row(float* gplane, con
 // row order) when the gradient is shared. Channel vector by channel vector, each vector's four
 // loads before its four stores: the texel below is a multiple of 4 KiB away at the usual plane
 // sizes (a 64-texel row of 32 fp32 channels is 8 KiB), and a load issued after a store to an
-// address with the same low 12 bits waits for that store (the core takes it for a dependency);
-// tap by tap, every load of row y0 + 1 came right after such a store to row y0.
+// address with the same low 12 bits can be held until that store completes (4K aliasing); tap by
+// tap, every load of row y0 + 1 came right after such a store to row y0.
 template <int CF>
 static inline __attribute__((always_inline)) void scatter_quad(float* gplane, const PlaneStrides& gs, int C_,
                                                                const Taps& T, const float* gf,
