@@ -248,8 +248,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
                     "grad_depth and grad_wsum must be (B=", B, ", R=", R, ")");
   // Gradients start at zero (they are sums); the per-ray ones are written for every ray (zeros,
   // not computed, without ray_grads). The planes' in the planes' own layout (empty_like keeps the
-  // strides of dense planes), so the caller's autograd gets it without a layout copy; it is zeroed
-  // below, item by item by the task that adds into the item when tasks take whole items.
+  // strides of dense planes), so the caller's autograd gets it without a layout copy; taken by
+  // items, it is zeroed below, each item by the work unit that writes it first.
   const int64_t P = B * R, C = planes.size(4), Hd = w1.size(0), O1 = w2.size(0);
   const int64_t tasks = task_count(P, 16);
   const bool by_item = tasks > 1 && B >= 2 * tasks;
@@ -284,11 +284,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     // buffers beyond the gradient.
     constexpr int64_t kItemParts = 4;
     const int64_t split = tasks, whole = B - split, units = whole + split * kItemParts;
-    std::vector<Tensor> parts;
-    for (int64_t u = whole; u < units; ++u) {
-      if ((u - whole) % kItemParts == 0) continue;
-      parts.push_back(at::empty_like(g_planes.select(0, whole + (u - whole) / kItemParts)));
-      if (poison_outputs()) parts.back().fill_(std::numeric_limits<float>::quiet_NaN());  // a part left unzeroed fails
+    std::vector<Tensor> parts;  // split item i's parts 1.. at i * (kItemParts - 1) + part - 1
+    for (int64_t i = 0; i < split; ++i) {
+      for (int64_t part = 1; part < kItemParts; ++part) {
+        parts.push_back(at::empty_like(g_planes.select(0, whole + i)));
+        if (poison_outputs()) parts.back().fill_(std::numeric_limits<float>::quiet_NaN());  // a part left unzeroed fails
+      }
     }
     g_dec = at::zeros({units, dec_elems}, planes.options());
     const rtgaze::PlaneStrides gs_items = plane_strides(g_planes);
