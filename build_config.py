@@ -31,8 +31,9 @@ CXX_FLAGS = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 LINK_FLAGS = ["-fopenmp"]
 # nvcc 13 supports sm_75 and newer; the default covers T4 .. H100 and PTX for newer GPUs.
 DEFAULT_CUDA_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"
-# No --use_fast_math: the fp32 mode must match the reference within 1e-5.
-NVCC_FLAGS = ["-O3", "-std=c++17", "-Xptxas=-v", "-lineinfo"]
+# No --use_fast_math: the fp32 mode must match the reference within 1e-5. --threads=0: the
+# architectures of a multi-arch build compile in parallel (one nvcc thread per CPU).
+NVCC_FLAGS = ["-O3", "-std=c++17", "-Xptxas=-v", "-lineinfo", "--threads=0"]
 
 
 def torch_has_cuda() -> bool:

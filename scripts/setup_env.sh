@@ -11,7 +11,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.13.0
 fi
-.venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pybind11 ninja hypothesis \
+.venv/bin/pip install -q "triton==3.7.1" numpy pytest pytest-benchmark pytest-xdist pybind11 ninja hypothesis \
   safetensors h5py pillow matplotlib tqdm torchmetrics setuptools wheel
 # Faces and video (the `face` extra): imageio-ffmpeg's wheel carries ffmpeg; facenet-pytorch's
 # carries the MTCNN weights (2 MB) and pins torch<2.3, so it goes in without its dependencies

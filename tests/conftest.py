@@ -19,3 +19,16 @@ def pytest_configure(config):
         raise pytest.UsageError(str(e))
     if report is not None:
         raise pytest.UsageError(report)
+
+
+# The compile-bound files (minutes each: Triton lowering, nvcc, the SASS record) go first: with
+# pytest-xdist's `-n 2 --dist loadfile` (scripts/test.sh) each file runs on one worker, so these
+# start at once and the other worker takes the rest, instead of the longest one starting last.
+SLOW_FIRST = ("test_triton_lowering.py", "test_cuda_build.py", "test_cuda_sass.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+    items.sort(key=rank)  # stable: the order within each file, and of the other files, is kept

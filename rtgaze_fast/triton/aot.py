@@ -11,6 +11,8 @@ Shapes are the FFHQ configuration: C=32 plane channels, hidden 64, 32 output fea
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -93,25 +95,24 @@ def _attrs(fn, signature: Dict[str, str]) -> Dict:
 _SASS_KEYS = ("total", "tensor_core", "tensor_core_ops", "ldg", "ldg_128", "ldg_64", "mufu", "ffma", "ldl", "stl")
 
 
-def _ptxas_figures(ptx: str, arch: str, capability: int) -> Dict:
-    """Registers, stack frame and spill bytes from ptxas -v, with the flags Triton itself uses, and
-    the instruction mix of the cubin (cuobjdump -sass): tensor-core MMAs, 128-bit global loads,
-    MUFU, local-memory traffic."""
-    from triton.backends.nvidia.compiler import get_ptxas
-
+def _compiler_figures(ptxas_log: str, cubin: bytes) -> Dict:
+    """Registers, stack frame and spill bytes from the ptxas -v log of Triton's own compile (its
+    flags, its ptxas: no second run with flags of ours), and the instruction mix of the cubin it
+    made (cuobjdump -sass): tensor-core MMAs, 128-bit global loads, MUFU, local-memory traffic."""
     from ..cuda_sass import find_tools, parse_sass
     with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        cubin = os.path.join(d, "k.o")
-        cmd = [get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}", src, "-o",
-               cubin]
-        log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
-        sass = subprocess.run([find_tools()["cuobjdump"], "-sass", cubin], capture_output=True, text=True,
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([find_tools()["cuobjdump"], "-sass", path], capture_output=True, text=True,
                               check=True).stdout
     (mix,) = parse_sass(sass).values()
-    grab = lambda pat: int(re.search(pat, log).group(1))  # noqa: E731
+
+    def grab(pat):
+        m = re.search(pat, ptxas_log)
+        if m is None:
+            raise RuntimeError(f"no {pat!r} in Triton's ptxas log (a cached compile prints none):\n{ptxas_log}")
+        return int(m.group(1))
     return dict(registers=grab(r"Used (\d+) registers"), stack_bytes=grab(r"(\d+) bytes stack frame"),
                 spill_store_bytes=grab(r"(\d+) bytes spill stores"), spill_load_bytes=grab(r"(\d+) bytes spill loads"),
                 sass={k: mix[k] for k in _SASS_KEYS})
@@ -135,16 +136,19 @@ def compile_kernel(name: str, precision: str = "fp32", config: Optional[Tuple] =
     constexprs = dict(consts(precision, samples), **{block_name: block})
     fn = autotuner.fn
     t0 = time.perf_counter()
+    log = io.StringIO()  # Triton prints its ptxas -v output with dump_ptxas_log
     try:
         sig = _signature(fn, constexprs, precision)
-        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=_attrs(fn, sig)),
-                                  target=GPUTarget("cuda", capability, 32),
-                                  options=dict(num_warps=num_warps, maxnreg=cap, num_stages=stages))
+        with triton.knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+            triton.knobs.nvidia.dump_ptxas_log = True
+            compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=_attrs(fn, sig)),
+                                      target=GPUTarget("cuda", capability, 32),
+                                      options=dict(num_warps=num_warps, maxnreg=cap, num_stages=stages))
     except Exception as e:  # a compiler failure is a result: report it
         return dict(row, error=f"{type(e).__name__}: {e}".splitlines()[0])
     arch = "sm_90a" if capability == 90 else f"sm_{capability}"  # Triton targets sm_90a on Hopper
     return dict(row, arch=arch, shared_bytes=int(compiled.metadata.shared),
-                compile_s=round(time.perf_counter() - t0, 2), **_ptxas_figures(compiled.asm["ptx"], arch, capability))
+                compile_s=round(time.perf_counter() - t0, 2), **_compiler_figures(log.getvalue(), compiled.asm["cubin"]))
 
 
 def _job(args) -> Dict:
