@@ -222,8 +222,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> render_cpu(
 // of the last ones (below).
 // Otherwise the rays are split into one contiguous range per task (a thread each; not taken in
 // chunks as the forward's are, so that a run repeats bitwise when the ranges do not share an
-// item, as resumed training relies on). The decoder's gradients go to a small buffer per task,
-// summed in task order. The planes' gradient:
+// item, as resumed training relies on; where they would share one anyway, as a batch-1 image's
+// do, in chunks). The decoder's gradients go to a small buffer per task, summed in task order.
+// The planes' gradient:
 // by default one buffer that every task adds into under per-texel-row spin locks (memory: the
 // gradient itself; the adds' order, so the last bits, may change from run to run); with
 // torch.use_deterministic_algorithms(True), or one task, a buffer per task summed in task order
@@ -322,16 +323,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
     for (int64_t task = 1; !shared && task < tasks; ++task) extra.push_back(at::zeros_like(g_planes));
     Tensor locks = at::zeros({shared ? B * 3 * planes.size(2) : 0}, planes.options().dtype(at::kByte));
     const int64_t per_task = (P + tasks - 1) / tasks;
-    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
-        float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
-        if (begin < end) {
-          run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin, end,
-              plane_strides(g_planes));
+    if (shared && per_task % R != 0) {
+      // The ranges would share an item, so the adds' order varies from run to run anyway: the
+      // tasks take chunks of rays from a shared counter instead, so that a thread slowed by other
+      // load does not hold the others back (a batch-1 image: one item).
+      for_chunks(P, kRayChunk, tasks, [&](int64_t task, int64_t begin, int64_t end) {
+        run(g_dec.data_ptr<float>() + task * dec_elems, g_planes.data_ptr<float>(), locks.data_ptr<uint8_t>(), begin,
+            end, plane_strides(g_planes));
+      });
+    } else {
+      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t task = t0; task < t1; ++task) {
+          const int64_t begin = task * per_task, end = std::min<int64_t>(P, begin + per_task);
+          float* gp = (task == 0 || shared ? g_planes : extra[task - 1]).data_ptr<float>();
+          if (begin < end) {
+            run(g_dec.data_ptr<float>() + task * dec_elems, gp, shared ? locks.data_ptr<uint8_t>() : nullptr, begin,
+                end, plane_strides(g_planes));
+          }
         }
-      }
-    });
+      });
+    }
     for (const Tensor& e : extra) g_planes.add_(e);
   }
   Tensor dec_sum = g_dec.sum(0);
