@@ -2,7 +2,8 @@
 # The staged GPU run (device tool): build, parity, sanitizers, timings. Each stage writes its
 # results under $OUT as it finishes, so a stage that times out still leaves the earlier ones.
 # Usage on the GPU machine, from the repo root:  bash benchmarks/gpu_suite.sh [STAGE ...]
-# Stages: build parity grad sanitizer bench model (default: all, in that order). All together may
+# Stages: build parity grad sanitizer bench model (default: all, in that order; parity runs grad
+# too). All together may
 # outrun one 10-minute device call: then run `build parity sanitizer`, then `bench model` on the
 # warm machine (the build stays installed there while it is warm; a fresh one needs `build`).
 set -uo pipefail
@@ -35,11 +36,13 @@ if want parity; then
 fi
 
 # The CUDA backward against autograd of the reference (on the CPU) over the option sweep; a missing
-# cuda backend fails instead of skipping. Its timing: the bench stage's fwd+bwd rows (every backend
-# with a backward, gradient-checked before it is timed).
-if want grad; then
+# cuda backend fails instead of skipping. Run by `parity` too, so that the first call a GPU session
+# makes (`build parity sanitizer`) checks the backward as well. Its timing: the bench stage's
+# fwd+bwd rows (every backend with a backward, gradient-checked before it is timed).
+if want grad || want parity; then
   log "GPU gradient parity (cuda backward)"
-  RTGAZE_FAST_REQUIRE=cuda RTGAZE_FAST_BUILD_LOG="$OUT/build.log" python3 -m pytest -q -p no:cacheprovider \
+  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+  RTGAZE_FAST_REQUIRE=cuda RTGAZE_FAST_BUILD_LOG="$OUT/build.log" python3 -m pytest -q -p no:cacheprovider $XDIST \
     tests/test_render_grad.py -k cuda --junitxml="$OUT/grad.xml" >>"$OUT/suite.log" 2>&1 || log "grad parity FAILED"
 fi
 
