@@ -3,9 +3,9 @@
 # results under $OUT as it finishes, so a stage that times out still leaves the earlier ones.
 # Usage on the GPU machine, from the repo root:  bash benchmarks/gpu_suite.sh [STAGE ...]
 # Stages: build parity grad sanitizer bench model (default: all, in that order; parity runs grad
-# too). All together may
-# outrun one 10-minute device call: then run `build parity sanitizer`, then `bench model` on the
-# warm machine (the build stays installed there while it is warm; a fresh one needs `build`).
+# too). All together may outrun one 10-minute device call: then run `build parity sanitizer`,
+# then `bench model` on the warm machine (the build stays installed there while it is warm; a
+# fresh one needs `build`).
 set -uo pipefail
 STAGES=" ${*:-build parity grad sanitizer bench model} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
