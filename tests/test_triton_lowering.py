@@ -2,8 +2,8 @@
 48+48 samples, with the pinned Triton and with the one the GPU machines carry (scripts/setup_env.sh
 puts it in .venv/triton-gpu); the latter also at 96+96 in fp32 and tf32x3 (the modes that spill
 most there). Not more: the render kernels take 30-90 s each to lower here (Triton's Coalesce
-passes), and both Tritons at both counts in every mode took a third of the suite's time. The interpreter (the rest of the suite)
-never lowers them, and on a GPU one config that fails to compile aborts autotuning and so the
+passes), and both Tritons at both counts in every mode took a third of the suite's time. The
+interpreter (the rest of the suite) never lowers them, and on a GPU one config that fails to compile aborts autotuning and so the
 op (Triton 3.6 and 3.7 fail to lower some block shapes: see the CONFIGS comments). Compiled here
 without a GPU by ``python -m rtgaze_fast.triton.aot``; its table goes to the test log."""
 import json
@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # The committed reports, per Triton: the pinned one (the venv's) and the GPU machines'.
 REPORTS = {"pinned": RESULTS / "triton_sm90_lowering.json", "gpu-machines": RESULTS / "triton_sm90_lowering_3.6.json"}
-# The aot runs per Triton: (samples, precisions, kernels); None: all.
-SAMPLE_DEPENDENT = ("march", "importance", "render", "render_bwd_march", "render_bwd_decode")
-RUNS = {"pinned": [("48", None, None)],
-        "gpu-machines": [("48", None, None), ("96", ("fp32", "tf32x3"), SAMPLE_DEPENDENT)]}
+# The aot runs per Triton: (samples, precisions (None: all), only the kernels whose shapes depend
+# on the samples (aot.SAMPLE_DEPENDENT; the others were compiled at 48)).
+RUNS = {"pinned": [("48", None, False)],
+        "gpu-machines": [("48", None, False), ("96", ("fp32", "tf32x3"), True)]}
 # Hopper's largest shared-memory allocation per block (227 KB) and registers per thread.
 MAX_SHARED, MAX_REGISTERS = 227 * 1024, 255
 # Stack (spill) bytes per thread: each row may use at most what the committed report records for
@@ -56,14 +56,15 @@ def rows(request, tmp_path_factory):
                          "(scripts/setup_env.sh)")
         expected_version = dist[0].name[len("triton-"):-len(".dist-info")]
         env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), str(ROOT)])
+    from rtgaze_fast.triton.aot import SAMPLE_DEPENDENT
     recorded = json.loads(REPORTS[request.param].read_text())
     rows = []
-    for i, (samples, precisions, kernels) in enumerate(RUNS[request.param]):
+    for i, (samples, precisions, sample_dependent_only) in enumerate(RUNS[request.param]):
         out = tmp_path_factory.mktemp("aot") / f"aot{i}.json"
         cmd = [sys.executable, "-m", "rtgaze_fast.triton.aot", "--all-configs", "--samples", samples, "--jobs", "2",
                "--json", str(out)]
         cmd += ["--precisions", *precisions] if precisions else []
-        cmd += ["--kernels", *kernels] if kernels else []
+        cmd += ["--kernels", *SAMPLE_DEPENDENT] if sample_dependent_only else []
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
         print(res.stdout)
         assert out.exists(), res.stdout + res.stderr[-3000:]
@@ -95,14 +96,15 @@ def test_launch_configs_default_first_and_the_autotune_switch(monkeypatch):
 def test_every_kernel_config_and_mode_compiles_for_sm90(rows):
     from rtgaze_fast import ops
     from rtgaze_fast.triton import march, render, render_bwd, sample_decode
+    from rtgaze_fast.triton.aot import PRECISION_DEPENDENT, SAMPLE_DEPENDENT
     rows, _, runs = rows
     configs = {"sample_decode": sample_decode.CONFIGS, "march": march.MARCH_CONFIGS,
                "importance": march.IMPORTANCE_CONFIGS, "render": render.CONFIGS,
                "render_bwd_march": render_bwd.MARCH_BWD_CONFIGS, "render_bwd_decode": render_bwd.DECODE_BWD_CONFIGS}
-    # Per run: each kernel's every config, in each of the run's modes where its arithmetic depends
-    # on the mode (march and importance: once).
-    expected = sum(len(configs[k]) * (len(precisions or ops.PRECISIONS) if k not in ("march", "importance") else 1)
-                   for _, precisions, kernels in runs for k in (kernels or configs))
+    # Per run: each of its kernels' every config, in each of the run's modes where the kernel's
+    # arithmetic depends on the mode (march and importance: once).
+    expected = sum(len(configs[k]) * (len(precisions or ops.PRECISIONS) if k in PRECISION_DEPENDENT else 1)
+                   for _, precisions, only in runs for k in (SAMPLE_DEPENDENT if only else configs))
     assert len(rows) == expected
     failed = [r for r in rows if "error" in r]
     assert not failed, failed
