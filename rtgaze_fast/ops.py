@@ -159,7 +159,7 @@ def register_fakes(backend: str) -> None:
             continue
         torch.library.register_fake(name)(FAKES[family])
         if family == "render_backward":
-            _register_render_autograd(backend)
+            register_render_autograd(backend)
         _fakes_done.add(name)
 
 
@@ -176,7 +176,10 @@ def _render_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[3])
 
 
-def _register_render_autograd(backend: str) -> None:
+def register_render_autograd(backend: str, namespace: str = NAMESPACE) -> None:
+    """Make ``namespace::render_<backend>`` differentiable with ``get_op('render_backward', backend)``
+    (the backend's loader does this through ``register_fakes``; tests/cuda_emu registers the CPU
+    emulation of the CUDA backend, whose ops live in a namespace of their own)."""
     def backward(ctx, grad_rgb, grad_depth, grad_wsum, _grad_range):
         if torch.is_grad_enabled():
             raise RuntimeError(f"the fused {backend!r} renderer has no double backward (create_graph=True "
@@ -195,7 +198,7 @@ def _register_render_autograd(backend: str) -> None:
                                                    needs[5] or needs[6])
         return tuple(g if needs[i] else None for i, g in enumerate(grads)) + (None,) * (len(needs) - len(grads))
 
-    torch.library.register_autograd(f"{NAMESPACE}::{op_name('render', backend)}", backward,
+    torch.library.register_autograd(f"{namespace}::{op_name('render', backend)}", backward,
                                     setup_context=_render_setup_context)
 
 

@@ -1,6 +1,7 @@
 """The fused backends that run on this CPU (the compiled `cpu` backend; `triton` in its
-interpreter): each op against its reference twin, the renderer against backend='torch',
-NaN/Inf checks, precision modes, opcheck, torch.compile (cpu), and the op schemas."""
+interpreter; `cuda-emulated`, the CUDA backend's own kernels and glue in tests/cuda_emu): each
+op against its reference twin, the renderer against backend='torch', NaN/Inf checks, precision
+modes, opcheck, torch.compile (cpu), and the op schemas."""
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rtgaze_fast.reference.decoder import folded_decoder_weights
 from rtgaze_fast.reference.marcher import march_unclamped
 from rtgaze_fast.reference.sampling import importance_depths
 from rtgaze_fast.reference.triplane import sample_decode_folded
+import cuda_emu
 import parity_cases
 import rtgaze_fast as rf
 from scenes import make_scene, random_decoder, render_scene
@@ -23,13 +25,18 @@ from tolerances import FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL
 BACKENDS = [b for b in ("cpu", "triton") if ops.why_unavailable(b, "cpu") is None]
 if not BACKENDS:
     pytest.skip("no fused backend runs on this CPU", allow_module_level=True)
+# The CUDA backend's kernels and glue, emulated on this CPU (tests/cuda_emu): backend 'cuda' here.
+EMULATED = "cuda-emulated"
 ROOT = Path(__file__).resolve().parents[1]
 PLANE_SETS = ("eg3d", "corrected")
 needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the compiled cpu backend is not built")
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS + [EMULATED])
 def backend(request):
+    if request.param == EMULATED:
+        cuda_emu.use(request.getfixturevalue("monkeypatch"))
+        return "cuda"
     return request.param
 
 

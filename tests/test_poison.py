@@ -3,8 +3,9 @@ poisoning is on, so a kernel that leaves the tail of its outputs unwritten fails
 
 The fault is injected into the real kernels (tests/parity_cases.py ``skip_tail``): the compiled
 backends honour ``RTGAZE_FAST_TEST_SKIP_TAIL=k`` (csrc/torch/checks.h: the render op leaves its
-last k rays unwritten); the Triton render kernel is launched with one program fewer than it
-needs. tests/test_gpu_parity.py does the same for cuda and triton on a GPU.
+last k rays unwritten), the emulated CUDA backend (tests/cuda_emu) too; the Triton render kernel
+is launched with one program fewer than it needs. tests/test_gpu_parity.py does the same for
+cuda and triton on a GPU.
 """
 import os
 
@@ -13,6 +14,7 @@ import torch
 
 from rtgaze_fast import ops
 from rtgaze_fast.precision import parity_errors, within
+import cuda_emu
 import parity_cases
 from scenes import make_scene, render_scene
 
@@ -50,8 +52,11 @@ def test_poisoning_is_on_in_this_suite():
     assert bool(ops.new_output((3, 4), torch.zeros(1)).isnan().all())
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED + ["cuda-emulated"])
 def test_a_kernel_leaving_its_tail_unwritten_fails_parity(backend, monkeypatch):
+    if backend == "cuda-emulated":  # the CUDA kernels and glue on this CPU (tests/cuda_emu)
+        cuda_emu.use(monkeypatch)
+        backend = "cuda"
     # 2 x 20 rays: two programs of the interpreter's 32-ray blocks, so the short grid skips 8 rays.
     s = make_scene(seed=3, batch=2, rays=20, n=6, n_f=4, plane_res=8)
     ref = render_scene(s)

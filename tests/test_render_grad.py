@@ -2,7 +2,8 @@
 EG3D's own autograd): gradients of the planes, the decoder's raw parameters (through the
 equalised-lr gains), the ray origins and directions, over the options' full sweep. ``cuda`` joins
 the sweep where a CUDA device is present (the reference stays on the CPU); without one it skips,
-and fails where RTGAZE_FAST_REQUIRE names cuda (benchmarks/gpu_suite.sh).
+and fails where RTGAZE_FAST_REQUIRE names cuda (benchmarks/gpu_suite.sh). ``cuda-emulated`` runs
+the CUDA backend's own kernels and glue on this CPU everywhere (tests/cuda_emu).
 
 Each output gets a random upstream gradient (depth's only where the reference's weights_sum >
 DEPTH_WSUM_MIN, where the spec defines it). Gradients are compared relative to each one's largest
@@ -22,6 +23,7 @@ from rtgaze_fast import ops
 from rtgaze_fast import renderer as renderer_module
 from rtgaze_fast.precision import DEPTH_WSUM_MIN
 from require import skip_or_fail
+import cuda_emu
 from scenes import make_scene
 
 # Fused backends with a backward, and where they run on this (GPU-less) machine: triton in its
@@ -31,8 +33,13 @@ GRAD_RTOL = 1e-4
 GRAD_NAMES = ("planes", "w1", "b1", "w2", "b2", "ray_origins", "ray_directions")
 
 
-@pytest.fixture(params=TRAINING_BACKENDS + ("cuda",))
+@pytest.fixture(params=TRAINING_BACKENDS + ("cuda", "cuda-emulated"))
 def backend(request):
+    if request.param == "cuda-emulated":  # the CUDA kernels on this CPU (tests/cuda_emu)
+        # Fibers last lane first (tests/test_ops.py runs them first lane first): a barrier missing
+        # after one of lane 0's serial steps (the march, the merge) shows here.
+        cuda_emu.use(request.getfixturevalue("monkeypatch"), reverse=True)
+        return "cuda"
     if request.param == "cuda":
         why = "no CUDA device" if not torch.cuda.is_available() else ops.why_unavailable("cuda", "cuda")
         if why is not None:
@@ -45,8 +52,7 @@ def backend(request):
     return request.param
 
 
-def device_of(backend):
-    return torch.device("cuda" if backend == "cuda" else "cpu")
+device_of = cuda_emu.device_of
 
 
 def on_device(scene, device):
@@ -225,7 +231,7 @@ def test_gradients_with_deterministic_noise(backend):
 
 def test_gradients_with_drawn_noise(backend):
     """Noise drawn by the renderer from the seed: the same numbers reach both paths."""
-    if backend == "cuda":
+    if device_of(backend).type == "cuda":
         pytest.skip("the renderer draws noise with the tensors' device's generator: CUDA's stream is not the CPU's")
     check_grads(make_scene(seed=6, rays=20, n=10, n_f=9, plane_res=12), backend, inject=False)
 

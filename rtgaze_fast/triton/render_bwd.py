@@ -1,5 +1,5 @@
 """The render op's backward in Triton: a recompute (Lightplane-style), nothing per sample kept from
-the forward (the forward saves only its inputs: ops._register_render_autograd). Two kernels:
+the forward (the forward saves only its inputs: ops.register_render_autograd). Two kernels:
 
 1. ``_march_bwd_kernel``, per block of BLOCK_R rays (the forward kernel's blocking and helpers):
    the forward again keeping per-sample scalars only (coarse depths, coarse sample+decode: sigma,

@@ -1,0 +1,45 @@
+"""The CUDA backend's kernels and glue run on the CPU (emu.h; build.py builds them from csrc).
+
+``use(monkeypatch)`` makes ``backend='cuda'`` render CPU tensors with them for the rest of a test:
+the parity and gradient suites (tests/test_ops.py, tests/test_render_grad.py) run the CUDA
+backend as their ``cuda-emulated`` backend, on this GPU-less machine, beside ``cpu`` and
+``triton``. What it proves and what it cannot: tests/test_cuda_emulated.py's docstring.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from rtgaze_fast import ops
+
+from . import build
+
+# The emulated device (emu.h's defaults): 2 SMs, so launches of more rays than 2 blocks' warps
+# loop over rays (the kernels' persistent grids); 227 KiB of shared memory per block, sm_90.
+SMS = 2
+SMEM_OPTIN = 227 * 1024
+MAJOR = 9
+active = False
+
+
+def use(monkeypatch, reverse: bool = False):
+    """Route backend 'cuda' to the emulation for CPU tensors; returns its ops (build.load).
+    reverse: fibers resumed last lane first (emu.h: which missing barriers each order shows)."""
+    emu = build.load()
+    get_op, why_unavailable, has_backward = ops.get_op, ops.why_unavailable, ops.has_backward
+
+    def emulated_op(family, backend):
+        return getattr(emu, ops.op_name(family, "cuda")) if backend == "cuda" else get_op(family, backend)
+
+    monkeypatch.setattr(ops, "get_op", emulated_op)
+    monkeypatch.setattr(ops, "why_unavailable", lambda b, d: None if b == "cuda" else why_unavailable(b, d))
+    monkeypatch.setattr(ops, "has_backward", lambda b: b == "cuda" or has_backward(b))
+    monkeypatch.setattr(sys.modules[__name__], "active", True)
+    emu.configure(SMS, reverse, SMEM_OPTIN, MAJOR)
+    return emu
+
+
+def device_of(backend: str) -> torch.device:
+    """Where a backend's tensors live in the tests: CUDA for 'cuda' unless it is emulated."""
+    return torch.device("cuda" if backend == "cuda" and not active else "cpu")
