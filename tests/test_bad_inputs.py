@@ -1,7 +1,8 @@
 """The bad-input matrix (issue #7): every backend present, what users actually pass.
 
 Each case asserts the exception type and that the message names the argument at fault, or the
-exact documented output. Scenes are tiny: the Triton backend runs in its interpreter here.
+exact documented output. Scenes are tiny: the Triton backend runs in its interpreter here, and
+the CUDA backend's kernels and glue in the CPU emulation (``cuda-emulated``, tests/cuda_emu).
 """
 import pytest
 import torch
@@ -10,9 +11,20 @@ from torch import nn
 import rtgaze_fast as rf
 from rtgaze_fast import ops
 from scenes import make_scene, render_scene
+import cuda_emu
 
-BACKENDS = ops.available_backends("cpu")
+EMULATED = "cuda-emulated"
+BACKENDS = ops.available_backends("cpu") + [EMULATED]
 FUSED = [b for b in BACKENDS if b != "torch"]
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """The parametrized backend's name; the emulated CUDA backend renders as 'cuda'."""
+    if request.param == EMULATED:
+        cuda_emu.use(monkeypatch)
+        return "cuda"
+    return request.param
 
 
 def small(**kw):
@@ -69,7 +81,7 @@ TENSOR_CASES = [
      ValueError, "importance_u"),
 ]
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize("case", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])
 def test_bad_tensor(case, backend):
     _, build, exc, word = case
@@ -82,13 +94,13 @@ def test_reduced_precision_on_reference_is_refused():
         call(S, "torch", renderer_kw=dict(precision="fp16"))
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 def test_fused_refuses_density_noise(backend):
     with pytest.raises(ValueError, match="density_noise"):
         call(S, backend, rendering_options=dict(S.options, density_noise=0.5))
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 def test_fused_refuses_non_osg_decoder(backend):
     class Other(nn.Module):
         def forward(self, f, d):
@@ -97,7 +109,7 @@ def test_fused_refuses_non_osg_decoder(backend):
         call(S, backend, decoder=Other())
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 def test_a_fused_backend_without_backward_refuses_grad(backend, monkeypatch):
     """A backend with no render_backward is inference-only: named, it raises; 'auto' skips it."""
     monkeypatch.setattr(ops, "has_backward", lambda b: b == "torch")
@@ -124,7 +136,7 @@ def test_backend_for_the_wrong_device_is_refused():
             call(S, backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize("b, r", [(0, 4), (1, 0), (0, 0)])
 def test_empty_batch_and_zero_rays(backend, b, r):
     s = small()
@@ -136,7 +148,7 @@ def test_empty_batch_and_zero_rays(backend, b, r):
     assert [tuple(t.shape) for t in out] == [(b, r, 32), (b, r, 1), (b, r, 1)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_one_ray(backend):
     s = small(rays=1)
     ref, out = render_scene(s, "torch"), render_scene(s, backend)
@@ -144,7 +156,7 @@ def test_one_ray(backend):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_nan_in_gives_nan_out_and_validate_refuses(backend):
     s = small()
     planes = s.planes.clone()
@@ -155,7 +167,7 @@ def test_nan_in_gives_nan_out_and_validate_refuses(backend):
         call(s, backend, planes=planes, renderer_kw=dict(validate=True))
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 @pytest.mark.parametrize("n_f", (4, 6))
 def test_partly_nan_planes_give_the_references_nan_pattern(backend, n_f):
     """NaN in part of one batch item's planes: NaN samples make their rays' depths NaN, and the
@@ -171,7 +183,7 @@ def test_partly_nan_planes_give_the_references_nan_pattern(backend, n_f):
                                                              torch.isnan(b).flatten(1).any(1))
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 @pytest.mark.parametrize("n_f", (0, 4))
 def test_a_nan_noise_value_gives_the_references_nan_pattern(backend, n_f):
     """A NaN in one ray's injected stratified noise makes one coarse depth NaN, after finite ones:
@@ -186,7 +198,7 @@ def test_a_nan_noise_value_gives_the_references_nan_pattern(backend, n_f):
                                                              torch.isnan(b).flatten(1).any(1))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_validate_checks_rays_and_noise(backend):
     s = small()
     inf_o = s.ray_origins.clone()
@@ -202,7 +214,7 @@ def test_validate_checks_rays_and_noise(backend):
         call(s, backend, stratified_u=s.stratified_u + 2, renderer_kw=dict(validate=True))
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", FUSED, indirect=True)
 def test_sizes_overflowing_int32_are_refused(backend):
     # A shape check on the meta device: nothing that large is allocated.
     planes = torch.empty(1, 3, 32, 8192, 8192, device="meta")
@@ -212,7 +224,7 @@ def test_sizes_overflowing_int32_are_refused(backend):
              importance_u=S.importance_u.to("meta"))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_non_contiguous_and_channels_last_inputs_are_handled(backend):
     s = small(batch=2)
     ref = render_scene(s, "torch")
@@ -226,7 +238,7 @@ def test_non_contiguous_and_channels_last_inputs_are_handled(backend):
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_repeated_calls_are_bitwise_identical(backend):
     s = small(batch=2)
     first = render_scene(s, backend)

@@ -1,6 +1,7 @@
 """Property tests (issue #7): random shapes, sample counts, plane resolutions, batches, cameras and
 options. The reference equals the naive float64 formulation, and every available fused backend
-equals the reference within its fp32 bound.
+equals the reference within its fp32 bound, the CUDA backend's kernels too (run in the CPU
+emulation of tests/cuda_emu).
 
 CI runs a modest number of examples; run thousands locally with
 ``HYPOTHESIS_PROFILE=thorough scripts/test.sh tests/test_properties.py``.
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cuda_emu
 import naive_renderer as naive
 from rtgaze_fast import ops
 from rtgaze_fast.precision import parity_errors, within
@@ -65,3 +67,13 @@ def test_fused_backends_equal_the_reference(scene_and_planes):
     for backend in FUSED:
         errors = parity_errors(render_scene(s, backend, plane_set=plane_set), ref)
         assert within(errors, "fp32"), f"{backend}: {errors}"
+
+
+@given(scenes())
+def test_emulated_cuda_equals_the_reference(scene_and_planes):
+    s, plane_set = scene_and_planes
+    ref = render_scene(s, plane_set=plane_set)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cuda_emu.use(monkeypatch)
+        errors = parity_errors(render_scene(s, "cuda", plane_set=plane_set), ref)
+    assert within(errors, "fp32"), errors
