@@ -1,10 +1,11 @@
 """The CUDA backend on this GPU-less machine: its own kernels (csrc/cuda) and torch glue
 (csrc/torch/cuda_glue.cpp), compiled for the CPU emulation in tests/cuda_emu, against the
 reference. tests/test_ops.py, tests/test_render_grad.py and tests/test_poison.py run their fp32
-suites with it (the ``cuda-emulated`` backend); this file adds every precision mode, forward
-and backward, the launch configurations (persistent grids of one block to one per warp's worth
-of rays, fibers in either order), the launch errors the glue words, and the emulator's own
-checks, each shown to fail.
+suites with it (the ``cuda-emulated`` backend, sm_90); this file adds every precision mode,
+forward and backward, the forward also as a T4 runs it (sm_75: FFMA in place of tf32 MMAs, two
+m16n8k8 per fp16 MMA, bf16 as fp16), the launch configurations (persistent grids of one block to
+one per warp's worth of rays, fibers in either order), the launch errors the glue words, and the
+emulator's own checks, each shown to fail.
 
 What a pass here shows: the kernels' indexing and persistent loops, their MMA fragment layouts
 (emu.h executes mma.sync per the PTX ISA's tables, written there independently of the kernels'
@@ -13,7 +14,8 @@ it is written: it starts as NaN), the warp barriers around every exchange, the g
 checks and unpadding, and each mode's rounding (tf32 inputs as cvt.rna makes them; fp16 / bf16
 round to nearest even). What it cannot show: speed; races between warps or blocks (one fiber
 runs at a time, atomics are plain adds); the hardware's accumulation order inside an MMA and its
-MUFU approximations (libm here); what nvcc and ptxas do (tests/test_cuda_build.py and
+MUFU approximations (libm here); the inline PTX text (each asm statement is replaced by an
+emu.h call with its operands); what nvcc and ptxas do (tests/test_cuda_build.py and
 tests/test_cuda_sass.py compile the same sources for the GPU). benchmarks/gpu_suite.sh on a GPU
 remains the final word.
 """
@@ -56,11 +58,16 @@ def emu(monkeypatch):
     return cuda_emu.use(monkeypatch)
 
 
-# Measured worst over these scenes and both plane sets (bounds: rtgaze_fast.precision): fp32 rgb
-# 6.0e-7, depth 1.4e-6; tf32 rgb 1.9e-4; fp16 rgb 2.4e-4; bf16 rgb 2.3e-3, PSNR >= 66.6 dB.
+@pytest.fixture(params=[90, 75], ids=lambda a: f"sm{a}")
+def emu_arch(request, monkeypatch):
+    return cuda_emu.use(monkeypatch, arch=request.param)
+
+
+# Measured worst over these scenes and both plane sets, sm_90 (bounds: rtgaze_fast.precision): fp32
+# rgb 6.0e-7, depth 1.4e-6; tf32 rgb 1.9e-4; fp16 rgb 2.4e-4; bf16 rgb 2.3e-3, PSNR >= 66.6 dB.
 @pytest.mark.parametrize("precision", MODES)
 @pytest.mark.parametrize("kw", SCENES, ids=lambda kw: f"seed{kw['seed']}")
-def test_render_parity_every_mode(kw, precision, emu):
+def test_render_parity_every_mode(kw, precision, emu_arch):
     scene = make_scene(**kw)
     plane_set = ("eg3d", "corrected")[kw["seed"] % 2]
     ref = render_scene(scene, "torch", plane_set=plane_set)
@@ -69,13 +76,13 @@ def test_render_parity_every_mode(kw, precision, emu):
 
 
 @pytest.mark.parametrize("precision", MODES)
-def test_sample_decode_every_mode(precision, emu):
+def test_sample_decode_every_mode(precision, emu_arch):
     scene = make_scene(seed=7, batch=2, plane_res=32)
     w = folded_decoder_weights(scene.decoder)
     pts = (torch.rand(2, 100, 3, generator=torch.Generator().manual_seed(7)) - 0.5) * 1.1  # some outside the box
     sigma_r, rgb_r = sample_decode_folded(scene.planes, *w, pts, 1.0)
     planes = scene.planes.permute(0, 1, 3, 4, 2).to(PLANE_DTYPES.get(precision, torch.float32)).contiguous()
-    sigma, rgb = emu.sample_decode_cuda(planes, *w, pts, 1.0, 0, precision)
+    sigma, rgb = emu_arch.sample_decode_cuda(planes, *w, pts, 1.0, 0, precision)
     bound = BOUNDS[precision].rgb_atol
     assert bool(rgb.isfinite().all()) and bool(sigma.isfinite().all())
     assert float((rgb - rgb_r).abs().max()) <= bound
@@ -101,7 +108,7 @@ def test_every_launch_configuration_gives_the_same_result(sms, reverse, emu):
     emu.counters()  # reset
     out, grads, upstream = render_grads(s, "cuda")
     blocks = emu.counters()[0]
-    emu.configure(sms, reverse, cuda_emu.SMEM_OPTIN, cuda_emu.MAJOR)
+    cuda_emu.configure(emu, sms=sms, reverse=reverse)
     out2, grads2, _ = render_grads(s, "cuda", upstream)
     assert emu.counters()[0] != blocks  # the grid did change (2 SMs by default, 18 rays of 4 warps a block)
     for a, b in zip(out, out2):
@@ -111,7 +118,7 @@ def test_every_launch_configuration_gives_the_same_result(sms, reverse, emu):
 
 def test_too_many_samples_for_shared_memory_is_a_clear_error(emu):
     s = make_scene(seed=32, rays=4, n=24, n_f=24, plane_res=8)
-    emu.configure(cuda_emu.SMS, False, 4096, cuda_emu.MAJOR)  # a device with 4 KiB per block
+    cuda_emu.configure(emu, smem=4096)  # a device with 4 KiB per block
     with pytest.raises(RuntimeError, match="shared memory for one warp"):
         render_scene(s, "cuda")
     planes = s.planes.clone().requires_grad_(True)
@@ -120,9 +127,9 @@ def test_too_many_samples_for_shared_memory_is_a_clear_error(emu):
                                               stratified_u=s.stratified_u, importance_u=s.importance_u)
 
 
-def test_backward_before_compute_capability_8_is_a_clear_error(emu):
+def test_backward_before_compute_capability_8_is_a_clear_error(monkeypatch):
+    cuda_emu.use(monkeypatch, arch=75)  # a T4, the build for it (the backward's body compiled out)
     s = make_scene(seed=33, rays=4, n=8, n_f=4, plane_res=8)
-    emu.configure(cuda_emu.SMS, False, 64 * 1024, 7)  # a T4: sm_75, 64 KiB per block
     render_scene(s, "cuda")  # the forward runs there
     with pytest.raises(RuntimeError, match="compute capability 8.0"):
         render_grads(s, "cuda")

@@ -29,29 +29,34 @@ struct View {
   __device__ float at(int r, int c) const { return p[r * rs + c * cs]; }
 };
 
-// RTGAZE_CUDA_EMU: the CPU emulation CI runs these kernels in (tests/cuda_emu), which has the
-// instructions below as functions.
+// Under RTGAZE_CUDA_EMU (the CPU emulation CI runs these kernels in, tests/cuda_emu, which
+// defines __CUDA_ARCH__ as the architecture it emulates) each instruction is emu.h's function,
+// called with the asm statement's operands.
 __device__ __forceinline__ uint32_t to_tf32(float x) {
-#if defined(RTGAZE_CUDA_EMU)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef RTGAZE_CUDA_EMU
   return rtgaze_emu::cvt_rna_tf32(x);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#else
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
   return r;
+#endif
 #else
   return __float_as_uint(x);
 #endif
 }
 
 __device__ __forceinline__ void mma_tf32(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-#if defined(RTGAZE_CUDA_EMU)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef RTGAZE_CUDA_EMU
   const uint32_t b[2] = {b0, b1};
-  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kTf32);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kTf32, 8);
+#else
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 #endif
 }
 
@@ -61,15 +66,21 @@ template <class T>
 __device__ __forceinline__ void mma_16(float* d, const uint32_t* a, uint32_t b0, uint32_t b1);
 template <>
 __device__ __forceinline__ void mma_16<__half>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-#if defined(RTGAZE_CUDA_EMU)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef RTGAZE_CUDA_EMU
   const uint32_t b[2] = {b0, b1};
-  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kF16);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kF16, 16);
+#else
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 #elif defined(__CUDA_ARCH__)
+#ifdef RTGAZE_CUDA_EMU
+  rtgaze_emu::mma(d, a, &b0, rtgaze_emu::MmaType::kF16, 8);
+  rtgaze_emu::mma(d, a + 2, &b1, rtgaze_emu::MmaType::kF16, 8);
+#else
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(b0));
@@ -77,13 +88,14 @@ __device__ __forceinline__ void mma_16<__half>(float* d, const uint32_t* a, uint
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[2]), "r"(a[3]), "r"(b1));
 #endif
+#endif
 }
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 template <>
 __device__ __forceinline__ void mma_16<__nv_bfloat16>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-#if defined(RTGAZE_CUDA_EMU)
+#ifdef RTGAZE_CUDA_EMU
   const uint32_t b[2] = {b0, b1};
-  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kBf16);
+  rtgaze_emu::mma(d, a, b, rtgaze_emu::MmaType::kBf16, 16);
 #else
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};"

@@ -15,18 +15,19 @@ from rtgaze_fast import ops
 
 from . import build
 
-# The emulated device (emu.h's defaults): 2 SMs, so launches of more rays than 2 blocks' warps
-# loop over rays (the kernels' persistent grids); 227 KiB of shared memory per block, sm_90.
+# The emulated devices: an H100/H200 (sm_90, 227 KiB of shared memory per block) and a T4 (sm_75,
+# 64 KiB), each with 2 SMs, so launches of more rays than 2 blocks' warps loop over rays (the
+# kernels' persistent grids). (compute capability, shared memory per block)
+DEVICES = {90: (90, 227 * 1024), 75: (75, 64 * 1024)}
 SMS = 2
-SMEM_OPTIN = 227 * 1024
-MAJOR = 9
 active = False
 
 
-def use(monkeypatch, reverse: bool = False):
-    """Route backend 'cuda' to the emulation for CPU tensors; returns its ops (build.load).
-    reverse: fibers resumed last lane first (emu.h: which missing barriers each order shows)."""
-    emu = build.load()
+def use(monkeypatch, reverse: bool = False, arch: int = 90):
+    """Route backend 'cuda' to the emulation of sm_<arch> for CPU tensors; returns its ops
+    (build.load). reverse: fibers resumed last lane first (emu.h: which missing barriers each
+    order shows)."""
+    emu = build.load(arch)
     get_op, why_unavailable, has_backward = ops.get_op, ops.why_unavailable, ops.has_backward
 
     def emulated_op(family, backend):
@@ -36,8 +37,14 @@ def use(monkeypatch, reverse: bool = False):
     monkeypatch.setattr(ops, "why_unavailable", lambda b, d: None if b == "cuda" else why_unavailable(b, d))
     monkeypatch.setattr(ops, "has_backward", lambda b: b == "cuda" or has_backward(b))
     monkeypatch.setattr(sys.modules[__name__], "active", True)
-    emu.configure(SMS, reverse, SMEM_OPTIN, MAJOR)
+    configure(emu, arch, reverse=reverse)
     return emu
+
+
+def configure(emu, arch: int = 90, sms: int = SMS, reverse: bool = False, smem: int = None):
+    """The emulated device: sm_<arch>'s defaults unless given."""
+    cc, default_smem = DEVICES[arch]
+    emu.configure(sms, reverse, default_smem if smem is None else smem, cc)
 
 
 def device_of(backend: str) -> torch.device:

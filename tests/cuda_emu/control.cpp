@@ -12,13 +12,14 @@ namespace {
 using at::Tensor;
 
 // sms: the persistent grids' cap (blocks per launch <= sms); reverse: fibers resumed last to first;
-// smem_optin: the device's shared memory per block (bytes); major: its compute capability's.
-void configure(int64_t sms, bool reverse, int64_t smem_optin, int64_t major) {
-  TORCH_CHECK_VALUE(sms >= 1 && smem_optin >= 0 && major >= 7, "sms >= 1, smem_optin >= 0, major >= 7");
+// smem_optin: the device's shared memory per block (bytes); cc: its compute capability (75, 90).
+void configure(int64_t sms, bool reverse, int64_t smem_optin, int64_t cc) {
+  TORCH_CHECK_VALUE(sms >= 1 && smem_optin >= 0 && cc >= 70, "sms >= 1, smem_optin >= 0, cc >= 70");
   rtgaze_emu::device.sms = static_cast<int>(sms);
   rtgaze_emu::device.reverse = reverse;
   rtgaze_emu::device.smem_optin = static_cast<int>(smem_optin);
-  rtgaze_emu::device.major = static_cast<int>(major);
+  rtgaze_emu::device.major = static_cast<int>(cc / 10);
+  rtgaze_emu::device.minor = static_cast<int>(cc % 10);
 }
 
 // ---- kernels that misuse the device, each of which the emulator must refuse (and one that
@@ -84,8 +85,9 @@ Tensor round16(const Tensor& x, bool bf16) {
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(rtgaze_fast_emu, m) {
-  m.def("configure(int sms, bool reverse, int smem_optin, int major) -> ()", &configure);
+// RTGAZE_EMU_NAMESPACE: the build's (one per emulated architecture, tests/cuda_emu/build.py).
+TORCH_LIBRARY_FRAGMENT(RTGAZE_EMU_NAMESPACE, m) {
+  m.def("configure(int sms, bool reverse, int smem_optin, int cc) -> ()", &configure);
   m.def("selftest(str name) -> Tensor", &selftest);
   m.def("counters() -> int[]", &counters);
   m.def("round_half(Tensor x) -> Tensor", [](const Tensor& x) { return round16(x, false); });

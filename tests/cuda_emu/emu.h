@@ -344,7 +344,8 @@ inline float bf16_value(uint16_t b) { return u2f(static_cast<uint32_t>(b) << 16)
 // t = lane % 4. tf32 m16n8k8: A ai row g (+8 for a1, a3), col t (+4 for a2, a3); B bi row t (+4
 // for b1), col g. 16-bit m16n8k16: A ai (8 halves, 2 per register, low half first) row g (+8 for
 // i in {2, 3, 6, 7}), col 2t + (i & 1) (+8 for i >= 4); B bi row 2t + (i & 1) (+8 for i >= 2),
-// col g. Accumulators ci: row g (+8 for i >= 2), col 2t + (i & 1).
+// col g. f16 m16n8k8 (sm_75's): A ai (4 halves) row g (+8 for i >= 2), col 2t + (i & 1); B bi
+// (2 halves) row 2t + i, col g. Accumulators ci: row g (+8 for i >= 2), col 2t + (i & 1).
 enum class MmaType { kTf32, kF16, kBf16 };
 
 inline float mma_input(uint32_t reg, int half, MmaType type) {
@@ -353,14 +354,18 @@ inline float mma_input(uint32_t reg, int half, MmaType type) {
   return type == MmaType::kF16 ? half_value(h) : bf16_value(h);
 }
 
-inline void mma(float* d, const uint32_t* a, const uint32_t* b, MmaType type) {
+// K: 8 (tf32; f16 on sm_75: a[0:2], b[0:1]) or 16 (f16, bf16).
+inline void mma(float* d, const uint32_t* a, const uint32_t* b, MmaType type, int K) {
+  // The shapes the ISA has: m16n8k8 tf32 and f16, m16n8k16 f16 and bf16.
+  if (K == 8 ? type == MmaType::kBf16 : (K != 16 || type == MmaType::kTf32)) fail("mma.sync: no such shape");
+  const bool k8_16bit = type == MmaType::kF16 && K == 8;
   const int lane = static_cast<int>(threadIdx.x % 32);
   const unsigned bank = next_bank();
   uint32_t* mine = slots(lane, bank);
-  for (int i = 0; i < 4; ++i) mine[i] = a[i];
-  mine[4] = b[0], mine[5] = b[1];
-  park(Wait::kWarp, "mma.sync");
-  const int K = type == MmaType::kTf32 ? 8 : 16;
+  const int a_regs = k8_16bit ? 2 : 4, b_regs = k8_16bit ? 1 : 2;
+  for (int i = 0; i < a_regs; ++i) mine[i] = a[i];
+  for (int i = 0; i < b_regs; ++i) mine[4 + i] = b[i];
+  park(Wait::kWarp, k8_16bit ? "mma.sync.m16n8k8.f16" : "mma.sync");
   float A[16][16], B[16][8];
   for (int l = 0; l < 32; ++l) {
     const uint32_t* s = slots(l, bank);
@@ -368,6 +373,9 @@ inline void mma(float* d, const uint32_t* a, const uint32_t* b, MmaType type) {
     if (type == MmaType::kTf32) {
       for (int i = 0; i < 4; ++i) A[g + (i & 1) * 8][t + (i >> 1) * 4] = mma_input(s[i], 0, type);
       for (int i = 0; i < 2; ++i) B[t + i * 4][g] = mma_input(s[4 + i], 0, type);
+    } else if (k8_16bit) {
+      for (int i = 0; i < 4; ++i) A[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)] = mma_input(s[i / 2], i & 1, type);
+      for (int i = 0; i < 2; ++i) B[2 * t + i][g] = mma_input(s[4], i, type);
     } else {
       for (int i = 0; i < 8; ++i) {
         const int row = g + (i == 2 || i == 3 || i == 6 || i == 7 ? 8 : 0), col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
