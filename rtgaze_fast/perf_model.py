@@ -26,8 +26,9 @@ Kernel structure, read from the sources:
 - CUDA ``render_backward_kernel<mode>`` (render_bwd.cu): the same warp per ray; the forward decode
   again (raw density and colour dot), then per 16 merged samples the decoder recomputed and its
   four backward products (dL/dh, dL/dfeatures, dW2, dW1) on tf32-family MMAs (3xTF32 in fp32),
-  the taps read once more for the position gradient, and fp32 atomics (128-bit on sm_90) into the
-  planes' gradient; the decoder's gradient by shared-memory atomics.
+  and fp32 atomics (128-bit on sm_90) into the planes' gradient; the decoder's gradient by
+  shared-memory atomics. Modelled without the rays' gradients (RTGaze trains from fixed cameras),
+  which would read every tap's texel once more.
 - Triton ``render``: BLOCK_R rays per program (the lowering report's config), their samples
   decoded 16 depths per ray at a time (48 samples: 3 chunks, no padding to 64), a (points, C)
   tile per tap loaded with contiguous channels (one line per texel: 1 wavefront per 128 bytes),
@@ -212,9 +213,10 @@ def cuda_render_backward(precision: str, sass: Optional[dict]) -> Work:
     smem = block + MAX_WARPS * warp
     regs = k.get("registers", 192)
     line = max(C * tb, 32)
-    # Texels read three times (forward decode, recompute, taps backward); the planes' gradient:
-    # 12 fp32 texel lines of atomics per point (read-modify-write at L2).
-    l2 = points * TAPS * (3 * line + 2 * C * 4)
+    # Texels read twice (forward decode, recompute; the taps backward reads them only for the rays'
+    # gradients); the planes' gradient: 12 fp32 texel lines of atomics per point (read-modify-write
+    # at L2).
+    l2 = points * TAPS * (2 * line + 2 * C * 4)
     dram = _io_bytes() + 2 * 3 * PLANE * PLANE * C * 4
     return Work(name, "cuda", precision, points * 5 * GATHER_FMA, points * per_point * passes, mufu,
                 points * TAPS * 4, l2, dram, 32 * MAX_WARPS, _persistent(H100, regs, smem), regs, smem,

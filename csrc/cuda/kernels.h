@@ -49,11 +49,13 @@ struct SampleDecodeParams {
 // The render op's backward (render_bwd.cu): the forward's inputs (its output pointers unused), the
 // upstream gradients, and where the gradients go. The planes' (B, 3, H, W, kC) fp32 and the
 // decoder's (padded and transposed as Decoder: w1t (kC, kHidden), b1, w2t (kHidden, kOut1), b2) are
-// sums of fp32 atomics into buffers the caller zeroed; the rays' are written per ray.
+// sums of fp32 atomics into buffers the caller zeroed; the rays' are written per ray, only when
+// ray_grads (else left as they are: the caller zeroes them).
 struct RenderGradParams {
   RenderParams fwd;
   const float *g_rgb, *g_depth, *g_wsum;  // (B,R,O), (B,R), (B,R)
   float *g_planes, *g_w1t, *g_b1, *g_w2t, *g_b2, *g_origins, *g_dirs;
+  bool ray_grads;
 };
 
 // Launch on `stream`; the result is the launch's cudaGetLastError().

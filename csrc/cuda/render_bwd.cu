@@ -70,11 +70,12 @@ __device__ __forceinline__ void atomic_add4(float* dst, float a, float b, float 
 
 // The triplane sampling's backward for the V channels [ch0, ch0 + V) of one point (the CPU's
 // triplane_backward, split over the lanes of a texel): scatter gf into the planes' gradient, and
-// this lane's share of dL/dp (the caller sums it over the texel's lanes).
+// with ray_grads (warp-uniform) this lane's share of dL/dp (the caller sums it over the texel's
+// lanes), which takes the taps' texels, read again: without it the scatter reads no planes.
 template <class TP>
 __device__ __forceinline__ bool triplane_backward(const TP* planes_b, float* gplanes_b, int H, int W, const float* p,
                                                   float box_warp, int plane_set, int ch0, const float* gf,
-                                                  float* g_p) {
+                                                  bool ray_grads, float* g_p) {
   constexpr int V = Vec<TP>::V;
   const float scale = 2.0f / box_warp;
   const float q[3] = {p[0] * scale, p[1] * scale, p[2] * scale};
@@ -97,13 +98,15 @@ __device__ __forceinline__ bool triplane_backward(const TP* planes_b, float* gpl
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       if (idx[t] < 0) continue;
-      float x[V];
-      Vec<TP>::load(planes_b + off + idx[t] * kC, x);
-      float dot = 0.0f;
+      if (ray_grads) {
+        float x[V];
+        Vec<TP>::load(planes_b + off + idx[t] * kC, x);
+        float dot = 0.0f;
 #pragma unroll
-      for (int j = 0; j < V; ++j) dot += gf[j] * x[j];
-      gx += dwx[t] * dot;
-      gy += dwy[t] * dot;
+        for (int j = 0; j < V; ++j) dot += gf[j] * x[j];
+        gx += dwx[t] * dot;
+        gy += dwy[t] * dot;
+      }
       const float wt = wts[t] * (1.0f / 3.0f);  // the mean over the three planes
       float* g = gplanes_b + off + idx[t] * kC;
 #pragma unroll
@@ -355,8 +358,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) render_backward_kernel(cons
         if (r < n) {
           const float pt[3] = {o[0] + t[r] * d[0], o[1] + t[r] * d[1], o[2] + t[r] * d[2]};
           nan = triplane_backward<TP>(planes_b, gplanes_b, p.H, p.W, pt, p.box_warp, p.plane_set, ch0,
-                                      m.gfeat + r * kLdC + ch0, g_p);
+                                      m.gfeat + r * kLdC + ch0, g.ray_grads, g_p);
         }
+        if (!g.ray_grads) continue;
 #pragma unroll
         for (int j = 0; j < 3; ++j) {
 #pragma unroll
@@ -370,12 +374,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) render_backward_kernel(cons
       }
       __syncwarp();  // the tiles are reused by the next chunk
     }
+    if (g.ray_grads) {
 #pragma unroll
-    for (int j = 0; j < 3; ++j) {
-      const float so = warp_sum(g_o[j]), sd = warp_sum(g_d[j]);
-      if (lane == 0) {
-        g.g_origins[3 * i + j] = so;
-        g.g_dirs[3 * i + j] = sd;
+      for (int j = 0; j < 3; ++j) {
+        const float so = warp_sum(g_o[j]), sd = warp_sum(g_d[j]);
+        if (lane == 0) {
+          g.g_origins[3 * i + j] = so;
+          g.g_dirs[3 * i + j] = sd;
+        }
       }
     }
     __syncwarp();

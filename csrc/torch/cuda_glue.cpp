@@ -283,11 +283,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> render_backwa
   g.g_b2 = g_b2.data_ptr<float>();
   g.g_origins = g_origins.data_ptr<float>();
   g.g_dirs = g_dirs.data_ptr<float>();
-  check_launch(rc::render_bwd(g, c10::cuda::getCurrentCUDAStream()), "render_backward");
-  if (!ray_grads) {  // the kernel computes them either way (skipping them there: unmeasured, no GPU yet)
+  g.ray_grads = ray_grads;
+  if (!ray_grads) {  // the kernel skips them (and the texel reads of their dot products)
     g_origins.zero_();
     g_dirs.zero_();
   }
+  check_launch(rc::render_bwd(g, c10::cuda::getCurrentCUDAStream()), "render_backward");
   // Back to the op's shapes: the decoder's untransposed and unpadded, the planes' unpadded.
   return {C == rc::kC ? g_planes : g_planes.narrow(4, 0, C).contiguous(),
           g_w1t.narrow(0, 0, C).narrow(1, 0, hd).t().contiguous(), g_b1.narrow(0, 0, hd).contiguous(),
