@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 export TRITON_INTERPRET=1
-export RTGAZE_FAST_REQUIRE=${RTGAZE_FAST_REQUIRE-cpu,triton,ptxas,triton-gpu,nvcc,cmake}
+export RTGAZE_FAST_REQUIRE=${RTGAZE_FAST_REQUIRE-cpu,triton,ptxas,triton-gpu,nvcc,cmake,asan}
 # Two worker processes (pytest-xdist), a file per worker at a time: CI machines have 2 cores, and
 # much of the suite (Triton's interpreter, nvcc) runs on one; tests/conftest.py puts the
 # compile-bound files first.

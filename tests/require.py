@@ -19,6 +19,7 @@ Names:
   cmake      cmake and this torch's CMake config (the C++ users' build, tests/test_cuda_build.py)
   ptxas      Triton's NVIDIA backend with its ptxas (tests/test_triton_lowering.py)
   triton-gpu the GPU machines' Triton under .venv/triton-gpu (scripts/setup_env.sh installs it)
+  asan       gcc's AddressSanitizer runtime (the emulated CUDA kernels' ASan run, tests/cuda_emu)
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "RTGAZE_FAST_REQUIRE"
-NAMES = ("cpu", "cuda", "triton", "nvcc", "cmake", "ptxas", "triton-gpu")
-DEFAULT_CI = "cpu,triton,ptxas,triton-gpu,nvcc,cmake"
+NAMES = ("cpu", "cuda", "triton", "nvcc", "cmake", "ptxas", "triton-gpu", "asan")
+DEFAULT_CI = "cpu,triton,ptxas,triton-gpu,nvcc,cmake,asan"
 # Where scripts/setup_env.sh writes the output of building the extension (override for tests).
 BUILD_LOG = Path(os.environ.get("RTGAZE_FAST_BUILD_LOG", ROOT / ".venv" / "build.log"))
 GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
@@ -111,6 +112,9 @@ def why_missing(name: str) -> Optional[str]:
         except ImportError as e:
             return f"triton does not import ({e})"
         return ptxas_missing()
+    if name == "asan":
+        import cuda_emu
+        return None if cuda_emu.asan_preload() else "gcc has no libasan.so (gcc -print-file-name=libasan.so)"
     if name == "triton-gpu":
         if not sorted(GPU_MACHINES_TRITON.glob("triton-*.dist-info")):
             return f"no Triton under {GPU_MACHINES_TRITON} (scripts/setup_env.sh installs it)"

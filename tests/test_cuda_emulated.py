@@ -5,7 +5,8 @@ suites with it (the ``cuda-emulated`` backend, sm_90); this file adds every prec
 forward and backward, the forward also as a T4 runs it (sm_75: FFMA in place of tf32 MMAs, two
 m16n8k8 per fp16 MMA, bf16 as fp16), the launch configurations (persistent grids of one block to
 one per warp's worth of rays, fibers in either order), the launch errors the glue words, and the
-emulator's own checks, each shown to fail.
+emulator's own checks, each shown to fail, and a run of both builds under AddressSanitizer (an
+out-of-bounds access to any tensor or to shared memory past its guard zone is an error).
 
 What a pass here shows: the kernels' indexing and persistent loops, their MMA fragment layouts
 (emu.h executes mma.sync per the PTX ISA's tables, written there independently of the kernels'
@@ -21,6 +22,11 @@ remains the final word.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -29,6 +35,7 @@ import rtgaze_fast as rf
 from rtgaze_fast.precision import BOUNDS, parity_errors, within
 from rtgaze_fast.reference.decoder import folded_decoder_weights
 from rtgaze_fast.reference.triplane import sample_decode_folded
+from require import skip_or_fail, why_missing
 from scenes import make_scene, render_scene
 from test_render_grad import GRAD_RTOL, grad_errors, render_grads
 
@@ -165,3 +172,28 @@ def test_the_emulator_runs_a_correct_kernel(emu):
 def test_the_emulator_refuses_a_misbehaving_kernel(name, message, emu):
     with pytest.raises(RuntimeError, match=message):
         emu.selftest(name)
+
+
+# The ASan run: every mode and both builds, forward and backward, on two scenes (a batch of 3 with
+# odd ray counts; batch 2 with a small decoder), sample_decode, and the launch configurations.
+ASAN_SELECTION = "not asan and (seed2 or seed9 or sample_decode or reduced or launch_configuration)"
+
+
+def test_no_out_of_bounds_access_under_asan(tmp_path):
+    """The emulation built with -fsanitize=address (RTGAZE_EMU_ASAN=1) runs ASAN_SELECTION of this
+    file in a fresh Python with ASan's runtime preloaded: no report, every test passed. Writing
+    each ray's depth a batch further on was reported (a heap-buffer-overflow at that line)."""
+    why = why_missing("asan")
+    if why is not None:
+        skip_or_fail("asan", why)
+    # Reports to files: pytest captures the inner tests' stderr, and ASan ends the process.
+    env = dict(os.environ, RTGAZE_EMU_ASAN="1", LD_PRELOAD=cuda_emu.asan_preload(), RTGAZE_FAST_REQUIRE="",
+               ASAN_OPTIONS=f"detect_leaks=0:log_path={tmp_path / 'asan'}")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+                          "-n", "0", str(Path(__file__)), "-k", ASAN_SELECTION],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=1200)
+    reports = [p.read_text(errors="replace") for p in tmp_path.glob("asan*")]
+    errors = [r for r in reports if "ERROR: AddressSanitizer" in r]
+    assert not errors, errors[0][:6000]
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and " passed" in out and "failed" not in out, out[-6000:]

@@ -7,7 +7,10 @@ backend as their ``cuda-emulated`` backend, on this GPU-less machine, beside ``c
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from typing import Optional
 
 import torch
 
@@ -45,6 +48,20 @@ def configure(emu, arch: int = 90, sms: int = SMS, reverse: bool = False, smem: 
     """The emulated device: sm_<arch>'s defaults unless given."""
     cc, default_smem = DEVICES[arch]
     emu.configure(sms, reverse, default_smem if smem is None else smem, cc)
+
+
+def asan_preload() -> Optional[str]:
+    """LD_PRELOAD for a Python running the AddressSanitizer build (build.py, RTGAZE_EMU_ASAN=1):
+    gcc's libasan first, then libstdc++ (else ASan finds no __cxa_throw to intercept); None
+    without libasan."""
+    def lib(name):
+        p = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+        return p if os.path.isabs(p) and os.path.exists(p) else None
+    try:
+        asan, cxx = lib("libasan.so"), lib("libstdc++.so.6")
+    except OSError:  # no gcc
+        return None
+    return f"{asan} {cxx}" if asan and cxx else None
 
 
 def device_of(backend: str) -> torch.device:

@@ -22,6 +22,7 @@ the emulator must refuse), for tests/test_cuda_emulated.py.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -103,22 +104,27 @@ _loaded: dict = {}
 
 def load(arch: int = 90, verbose: bool = False):
     """Build (once per source change; torch's extension cache) and load the emulation of sm_<arch>;
-    its ops' namespace."""
+    its ops' namespace. With RTGAZE_EMU_ASAN=1 in the environment the build is AddressSanitizer's
+    (its own directory; run Python with ASan's runtime and libstdc++ preloaded, README)."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch}")
     if arch not in _loaded:
         from torch.utils.cpp_extension import load as load_extension
+        asan = os.environ.get("RTGAZE_EMU_ASAN") == "1"
         sources = generate(arch)
-        obj = BUILD / f"sm{arch}" / "obj"
+        obj = BUILD / f"sm{arch}" / ("obj-asan" if asan else "obj")
         obj.mkdir(parents=True, exist_ok=True)
+        sanitize = ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []
         # Hidden symbols: the two architectures' builds (same C++ names) stay apart in one process.
         load_extension(
-            name=f"rtgaze_fast_cuda_emu_sm{arch}", sources=[str(s) for s in sources], build_directory=str(obj),
+            name=f"rtgaze_fast_cuda_emu_sm{arch}" + ("_asan" if asan else ""), sources=[str(s) for s in sources],
+            build_directory=str(obj),
             extra_include_paths=[str(HERE / "include"), str(HERE), str(ROOT / "csrc" / "include"),
                                  str(ROOT / "csrc" / "torch")],
-            extra_cflags=["-O2", "-g0", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-U_FORTIFY_SOURCE",
-                          "-fvisibility=hidden", f"-DRTGAZE_EMU_NAMESPACE={namespace(arch)}"],
-            is_python_module=False, verbose=verbose)
+            extra_cflags=["-O1" if asan else "-O2", "-g" if asan else "-g0", "-fno-strict-aliasing",
+                          "-Wno-unknown-pragmas", "-U_FORTIFY_SOURCE", "-fvisibility=hidden",
+                          f"-DRTGAZE_EMU_NAMESPACE={namespace(arch)}", *sanitize],
+            extra_ldflags=sanitize, is_python_module=False, verbose=verbose)
         from rtgaze_fast import ops
         ops.register_render_autograd("cuda", namespace(arch))  # render_cuda trains with render_backward_cuda
         _loaded[arch] = getattr(torch.ops, namespace(arch))

@@ -20,6 +20,9 @@
 #pragma once
 #include <setjmp.h>
 #include <ucontext.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -77,6 +80,7 @@ enum class Wait { kNone, kWarp, kBlock, kDone };
 struct Fiber {
   ucontext_t ctx;  // its start
   jmp_buf jb;      // where it parked
+  void* fake_stack = nullptr;  // AddressSanitizer's, while it is switched out
   bool started = false;
   unsigned exchanges = 0;  // warp exchanges (shuffles, MMAs) done: their slot bank alternates
   std::vector<char> stack;
@@ -89,6 +93,9 @@ struct Block {
   std::vector<Fiber> fibers;
   ucontext_t sched;  // the scheduler, as the first switch into each fiber saw it
   jmp_buf sched_jb;  // the scheduler, where fibers return to
+  void* sched_fake_stack = nullptr;
+  const void* sched_stack = nullptr;  // its stack (AddressSanitizer learns it at the first switch)
+  size_t sched_stack_size = 0;
   int current = 0;
   std::function<void()> body;
   std::vector<unsigned char> smem;
@@ -98,12 +105,30 @@ struct Block {
 inline Block* block = nullptr;
 constexpr int kSlotWords = 10;  // an MMA's a[4], b[2], c[4]
 
+// AddressSanitizer's fiber annotations (build.py's asan build): every switch names the stack it
+// goes to and reports the arrival, so ASan checks each fiber's frames on the right stack.
+inline void leaving(void** fake_stack, const void* to_stack, size_t to_size) {
+#ifdef __SANITIZE_ADDRESS__
+  __sanitizer_start_switch_fiber(fake_stack, to_stack, to_size);
+#else
+  (void)fake_stack, (void)to_stack, (void)to_size;
+#endif
+}
+inline void arrived(void* fake_stack, const void** from_stack = nullptr, size_t* from_size = nullptr) {
+#ifdef __SANITIZE_ADDRESS__
+  __sanitizer_finish_switch_fiber(fake_stack, from_stack, from_size);
+#else
+  (void)fake_stack, (void)from_stack, (void)from_size;
+#endif
+}
+
 [[noreturn]] inline void fail(const std::string& what) {
   block->error = what;
   throw std::runtime_error(what);
 }
 
 inline void fiber_main() {
+  arrived(nullptr, &block->sched_stack, &block->sched_stack_size);
   Fiber& f = block->fibers[block->current];
   try {
     block->body();
@@ -111,6 +136,7 @@ inline void fiber_main() {
     if (block->error.empty()) block->error = e.what();
   }
   f.wait = Wait::kDone;
+  leaving(nullptr, block->sched_stack, block->sched_stack_size);  // nullptr: this stack is done
   _longjmp(block->sched_jb, 1);  // never resumed
 }
 
@@ -125,7 +151,11 @@ inline void park(Wait w, const char* op) {
   f.wait = w, f.op = op;
   ++device.barriers;
   const int me = block->current;
-  if (_setjmp(f.jb) == 0) _longjmp(block->sched_jb, 1);
+  if (_setjmp(f.jb) == 0) {
+    leaving(&f.fake_stack, block->sched_stack, block->sched_stack_size);
+    _longjmp(block->sched_jb, 1);
+  }
+  arrived(block->fibers[me].fake_stack);
   set_thread(me);
   if (!block->error.empty()) throw std::runtime_error(block->error);  // unwind a failed block
 }
@@ -134,7 +164,11 @@ inline void park(Wait w, const char* op) {
 inline void resume(int t) {
   set_thread(t);
   Fiber& f = block->fibers[t];
-  if (_setjmp(block->sched_jb) != 0) return;
+  if (_setjmp(block->sched_jb) != 0) {
+    arrived(block->sched_fake_stack);
+    return;
+  }
+  leaving(&block->sched_fake_stack, f.stack.data(), f.stack.size());
   if (f.started) _longjmp(f.jb, 1);
   f.started = true;
   swapcontext(&block->sched, &f.ctx);
