@@ -1,10 +1,10 @@
 """The CUDA backend on this GPU-less machine: its own kernels (csrc/cuda) and torch glue
-(csrc/torch/cuda_glue.cpp), compiled for the CPU emulation in tests/cuda_emu, against the
-reference. tests/test_ops.py, tests/test_render_grad.py and tests/test_poison.py run their fp32
-suites with it (the ``cuda-emulated`` backend, sm_90); this file adds every precision mode,
-forward and backward, the forward also as a T4 runs it (sm_75: FFMA in place of tf32 MMAs, two
-m16n8k8 per fp16 MMA, bf16 as fp16), the launch configurations (persistent grids of one block to
-one per warp's worth of rays, fibers in either order), the launch errors the glue words, and the
+(csrc/torch/cuda_glue.cpp), compiled for the CPU emulation in tests/cuda_emu, against the reference.
+tests/test_ops.py, test_render_grad.py, test_bad_inputs.py, test_poison.py and test_properties.py
+run their fp32 suites with it (the ``cuda-emulated`` backend, sm_90); this file adds every precision
+mode, forward and backward, the forward also as a T4 runs it (sm_75: FFMA in place of tf32 MMAs, two
+m16n8k8 per fp16 MMA, bf16 as fp16), the launch configurations (persistent grids of one block to one
+per warp's worth of rays, fibers in either order), the launch errors the glue words, and the
 emulator's own checks, each shown to fail, and a run of both builds under AddressSanitizer (an
 out-of-bounds access to any tensor or to shared memory past its guard zone is an error).
 
@@ -37,7 +37,7 @@ from rtgaze_fast.reference.decoder import folded_decoder_weights
 from rtgaze_fast.reference.triplane import sample_decode_folded
 from require import skip_or_fail, why_missing
 from scenes import make_scene, render_scene
-from test_render_grad import GRAD_RTOL, grad_errors, render_grads
+from test_render_grad import grad_errors, render_grads
 
 MODES = ("fp32", "tf32", "fp16", "bf16")
 PLANE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,7 +1,8 @@
 """The CUDA backend's kernels and glue run on the CPU (emu.h; build.py builds them from csrc).
 
 ``use(monkeypatch)`` makes ``backend='cuda'`` render CPU tensors with them for the rest of a test:
-the parity and gradient suites (tests/test_ops.py, tests/test_render_grad.py) run the CUDA
+the parity, gradient, bad-input, poisoning and property suites (tests/test_ops.py,
+test_render_grad.py, test_bad_inputs.py, test_poison.py, test_properties.py) run the CUDA
 backend as their ``cuda-emulated`` backend, on this GPU-less machine, beside ``cpu`` and
 ``triton``. What it proves and what it cannot: tests/test_cuda_emulated.py's docstring.
 """
