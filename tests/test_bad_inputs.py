@@ -13,18 +13,14 @@ from rtgaze_fast import ops
 from scenes import make_scene, render_scene
 import cuda_emu
 
-EMULATED = "cuda-emulated"
-BACKENDS = ops.available_backends("cpu") + [EMULATED]
+BACKENDS = ops.available_backends("cpu") + [cuda_emu.EMULATED]
 FUSED = [b for b in BACKENDS if b != "torch"]
 
 
 @pytest.fixture
 def backend(request, monkeypatch):
     """The parametrized backend's name; the emulated CUDA backend renders as 'cuda'."""
-    if request.param == EMULATED:
-        cuda_emu.use(monkeypatch)
-        return "cuda"
-    return request.param
+    return cuda_emu.backend(request.param, monkeypatch)
 
 
 def small(**kw):

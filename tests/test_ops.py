@@ -25,19 +25,14 @@ from tolerances import FP32_DEPTH_ATOL, FP32_RGB_ATOL, FP32_WSUM_ATOL
 BACKENDS = [b for b in ("cpu", "triton") if ops.why_unavailable(b, "cpu") is None]
 if not BACKENDS:
     pytest.skip("no fused backend runs on this CPU", allow_module_level=True)
-# The CUDA backend's kernels and glue, emulated on this CPU (tests/cuda_emu): backend 'cuda' here.
-EMULATED = "cuda-emulated"
 ROOT = Path(__file__).resolve().parents[1]
 PLANE_SETS = ("eg3d", "corrected")
 needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the compiled cpu backend is not built")
 
 
-@pytest.fixture(params=BACKENDS + [EMULATED])
+@pytest.fixture(params=BACKENDS + [cuda_emu.EMULATED])  # the CUDA kernels emulated on this CPU
 def backend(request):
-    if request.param == EMULATED:
-        cuda_emu.use(request.getfixturevalue("monkeypatch"))
-        return "cuda"
-    return request.param
+    return cuda_emu.backend(request.param, request.getfixturevalue("monkeypatch"))
 
 
 def _op(family, backend="cpu"):

@@ -52,11 +52,9 @@ def test_poisoning_is_on_in_this_suite():
     assert bool(ops.new_output((3, 4), torch.zeros(1)).isnan().all())
 
 
-@pytest.mark.parametrize("backend", FUSED + ["cuda-emulated"])
+@pytest.mark.parametrize("backend", FUSED + [cuda_emu.EMULATED])
 def test_a_kernel_leaving_its_tail_unwritten_fails_parity(backend, monkeypatch):
-    if backend == "cuda-emulated":  # the CUDA kernels and glue on this CPU (tests/cuda_emu)
-        cuda_emu.use(monkeypatch)
-        backend = "cuda"
+    backend = cuda_emu.backend(backend, monkeypatch)
     # 2 x 20 rays: two programs of the interpreter's 32-ray blocks, so the short grid skips 8 rays.
     s = make_scene(seed=3, batch=2, rays=20, n=6, n_f=4, plane_res=8)
     ref = render_scene(s)

@@ -33,13 +33,12 @@ GRAD_RTOL = 1e-4
 GRAD_NAMES = ("planes", "w1", "b1", "w2", "b2", "ray_origins", "ray_directions")
 
 
-@pytest.fixture(params=TRAINING_BACKENDS + ("cuda", "cuda-emulated"))
+@pytest.fixture(params=TRAINING_BACKENDS + ("cuda", cuda_emu.EMULATED))
 def backend(request):
-    if request.param == "cuda-emulated":  # the CUDA kernels on this CPU (tests/cuda_emu)
+    if request.param == cuda_emu.EMULATED:  # the CUDA kernels on this CPU (tests/cuda_emu)
         # Fibers last lane first (tests/test_ops.py runs them first lane first): a barrier missing
         # after one of lane 0's serial steps (the march, the merge) shows here.
-        cuda_emu.use(request.getfixturevalue("monkeypatch"), reverse=True)
-        return "cuda"
+        return cuda_emu.backend(request.param, request.getfixturevalue("monkeypatch"), reverse=True)
     if request.param == "cuda":
         why = "no CUDA device" if not torch.cuda.is_available() else ops.why_unavailable("cuda", "cuda")
         if why is not None:

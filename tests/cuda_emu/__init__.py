@@ -24,6 +24,8 @@ from . import build
 # kernels' persistent grids). (compute capability, shared memory per block)
 DEVICES = {90: (90, 227 * 1024), 75: (75, 64 * 1024)}
 SMS = 2
+# The suites' parameter for the emulated CUDA backend (its tests render with backend 'cuda').
+EMULATED = "cuda-emulated"
 active = False
 
 
@@ -43,6 +45,14 @@ def use(monkeypatch, reverse: bool = False, arch: int = 90):
     monkeypatch.setattr(sys.modules[__name__], "active", True)
     configure(emu, arch, reverse=reverse)
     return emu
+
+
+def backend(param: str, monkeypatch, reverse: bool = False) -> str:
+    """The backend a suite's parameter names: EMULATED turns the emulation on (use) and is 'cuda'."""
+    if param != EMULATED:
+        return param
+    use(monkeypatch, reverse=reverse)
+    return "cuda"
 
 
 def configure(emu, arch: int = 90, sms: int = SMS, reverse: bool = False, smem: int = None):
